@@ -1,0 +1,58 @@
+# Everything runs inside .venv, created on first use. `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= demo
+RUNS := runs/$(PROFILE)
+# notebooks 01-04 run in order; 05 (the report) reads their results, so it runs last, from `make report`
+STUDIES := $(filter-out %05_results_report.ipynb,$(sort $(wildcard notebooks/0*.ipynb)))
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo-data run report test lab bench clean
+
+help:
+	@echo "make run     set up .venv, write demo data, run every notebook on the '$(PROFILE)' profile into $(RUNS)/"
+	@echo "make test    set up, then the whole test suite (unit tests + every notebook on smoke parameters)"
+	@echo "make lab     JupyterLab on the same environment"
+	@echo "make report  build $(RUNS)/report.html from the runs"
+	@echo "make bench   speed benchmarks (ratios against the naive pipelines)"
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo-data: setup
+	$(PY) -m lib.demo
+
+run: demo-data
+	@mkdir -p $(RUNS)
+	@set -e; for nb in $(STUDIES); do \
+	  stem=$$(basename $$nb .ipynb); \
+	  echo "== $$stem ($(PROFILE))"; \
+	  $(VENV)/bin/papermill --log-level WARNING $$nb $(RUNS)/$$stem.ipynb -f configs/$$stem/$(PROFILE).yaml \
+	    -p out_dir $(RUNS)/$$stem; \
+	done
+	@if [ -f notebooks/05_results_report.ipynb ]; then $(MAKE) --no-print-directory report; fi
+	$(PY) -m lib.summary $(RUNS)
+
+report: setup
+	$(VENV)/bin/papermill --log-level WARNING notebooks/05_results_report.ipynb $(RUNS)/05_results_report.ipynb \
+	  -p runs_dir $(RUNS) -p out_dir $(RUNS)/05_results_report
+	$(VENV)/bin/jupyter nbconvert --to html --no-input $(RUNS)/05_results_report.ipynb --output report.html \
+	  --output-dir $(RUNS)
+
+test: demo-data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf runs/smoke build .pytest_cache

@@ -1,0 +1,209 @@
+"""`fit` and `evaluate`, with per-epoch history, atomic checkpoints (last and best) and exact resume."""
+import contextlib
+import math
+import os
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import set_epoch
+from .utils import atomic_torch_save
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "best_metric", "history", "cfg", "rng")
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+
+
+def autocast(device, amp):
+    """bfloat16 autocast on CUDA when `amp`; a no-op context otherwise (CPU runs stay bit-exact float32)."""
+    if amp and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(x, y, device, channels_last):
+    """Move a batch to the device without blocking (pinned memory makes the copy asynchronous)."""
+    x = x.to(device, non_blocking=True)
+    y = y.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, loss_fn=None, amp=False, channels_last=False, return_predictions=False,
+             progress=False, desc="eval"):
+    """Mean loss and accuracy over a loader; optionally the predictions and targets too."""
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model.eval()
+    total_loss, correct, count, preds, targets = 0.0, 0, 0, [], []
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        x, y = _to_device(x, y, device, channels_last)
+        with autocast(device, amp):
+            logits = model(x)
+        total_loss += loss_fn(logits.float(), y).item() * len(y)
+        pred = logits.argmax(1)
+        correct += (pred == y).sum().item()
+        count += len(y)
+        if return_predictions:
+            preds.append(pred.cpu())
+            targets.append(y.cpu())
+    result = {"loss": total_loss / max(count, 1), "acc": correct / max(count, 1), "count": count}
+    if return_predictions:
+        result["predictions"] = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+        result["targets"] = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
+    return result
+
+
+def scheduler_kind(scheduler):
+    """How a scheduler is stepped: 'plateau' (on val loss), 'batch' (warm restarts, fractional epochs) or 'epoch'."""
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return "plateau"
+    if isinstance(scheduler, (torch.optim.lr_scheduler.CosineAnnealingWarmRestarts,
+                              torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)):
+        return "batch"
+    return "epoch"
+
+
+def _rng_state():
+    """Torch RNG states (CPU and CUDA), so a resumed run draws the same dropout masks as an uninterrupted one."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    """Restore what `_rng_state` saved."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, *, epoch, model, optimizer, scheduler, best_metric, history, cfg):
+    """Write a checkpoint atomically: a crash during the save leaves the previous file usable."""
+    atomic_torch_save({
+        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "best_metric": best_metric, "history": history, "cfg": cfg, "rng": _rng_state(),
+    }, path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint safely (weights_only: tensors and plain containers, no code), naming the file on failure."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} not found. Train first, or point to the right out_dir.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot load checkpoint {path!r} ({type(err).__name__}: {err}). It is damaged or not a "
+                         "checkpoint written by this project: delete it, or pass resume=False to start over.") from err
+
+
+def load_model_state(model, state, path="checkpoint"):
+    """load_state_dict that explains an architecture mismatch instead of listing a hundred keys."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).split("\n")[1:3]
+        raise ValueError(f"{path} holds weights of a different architecture than this model "
+                         f"({'; '.join(s.strip() for s in first)}). Use the same model parameters it was trained "
+                         "with, or a different out_dir to start afresh.") from err
+
+
+def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, scheduler=None, device="cpu",
+        checkpoint_dir=None, cfg=None, resume=False, max_steps_per_epoch=None, amp=False, channels_last=False,
+        progress=True, name="model"):
+    """Train for `epochs`, evaluating after each; keep last.pt and best.pt in checkpoint_dir; return the history.
+
+    With resume=True and a last.pt present, training continues after its epoch with the saved optimizer,
+    scheduler and RNG state: the result equals an uninterrupted run (exactly, on the CPU).
+    """
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    kind = scheduler_kind(scheduler)
+    history = {k: [] for k in HISTORY_KEYS}
+    best, start_epoch = -math.inf, 0
+    last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
+    best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if resume and last_path and os.path.isfile(last_path):
+        ckpt = load_checkpoint(last_path, map_location=device)
+        load_model_state(model, ckpt["model"], last_path)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt["scheduler"] is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        history, best, start_epoch = ckpt["history"], ckpt["best_metric"], ckpt["epoch"] + 1
+        _set_rng_state(ckpt["rng"])
+        print(f"[{name}] resumed from {last_path} after epoch {start_epoch} (best val acc {best:.4f})")
+    steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
+    epoch_bar = tqdm(range(start_epoch, epochs), desc=name, unit="epoch", disable=not progress,
+                     initial=start_epoch, total=epochs)
+    for epoch in epoch_bar:
+        model.train()
+        set_epoch(train_loader, epoch)
+        started = time.perf_counter()
+        total_loss, correct, count = 0.0, 0, 0
+        batch_bar = tqdm(train_loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                         disable=not progress)
+        for step, (x, y) in enumerate(batch_bar):
+            if step >= steps:
+                break
+            x, y = _to_device(x, y, device, channels_last)
+            with autocast(device, amp):
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
+                                         "lower the learning rate. The last good checkpoint is " + str(last_path))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if kind == "batch":
+                scheduler.step(epoch + (step + 1) / steps)
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            count += len(y)
+            batch_bar.set_postfix(loss=f"{total_loss / count:.3f}", acc=f"{correct / count:.3f}")
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        val = evaluate(model, val_loader, device, loss_fn, amp, channels_last)
+        lr = optimizer.param_groups[0]["lr"]
+        if kind == "plateau":
+            scheduler.step(val["loss"])
+        elif kind == "epoch":
+            scheduler.step()
+        row = {"epoch": epoch + 1, "train_loss": total_loss / max(count, 1), "train_acc": correct / max(count, 1),
+               "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "seconds": seconds,
+               "images_per_s": count / seconds if seconds > 0 else float("nan")}
+        for k in HISTORY_KEYS:
+            history[k].append(row[k])
+        improved = val["acc"] > best
+        best = max(best, val["acc"])
+        if checkpoint_dir:
+            state = dict(epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, best_metric=best,
+                         history=history, cfg=cfg)
+            save_checkpoint(last_path, **state)
+            if improved:
+                save_checkpoint(best_path, **state)
+        epoch_bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+    return history
+
+
+def predict_logits(model, loader, device, amp=False, channels_last=False):
+    """Concatenated logits for every batch of a loader whose items are (images, anything)."""
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+        for x, _ in loader:
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                outputs.append(model(x).float().cpu())
+    return torch.cat(outputs)

@@ -1,0 +1,236 @@
+"""Seeds, devices, parameter validation into `cfg`, sizes, atomic writes, environment facts."""
+import ast
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import tempfile
+import types
+import typing
+
+import numpy as np
+import torch
+
+README_DATA = "README.md, section 'Data'"
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device="auto"):
+    """Turn 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' into a torch.device, failing clearly if unavailable."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU. "
+                           "Pass device='cpu' (or 'auto') to run on the CPU.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device={device!r} was asked for, but MPS is not available. Pass device='cpu' or 'auto'.")
+    return dev
+
+
+def _type_ok(value, annotation):
+    """True if value fits a simple annotation (int, float, str, bool, list, dict, Optional, Union)."""
+    if annotation is typing.Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def injected_unknown_names(namespace, declared):
+    """Names papermill injected that the parameters cell does not declare (typos like `epoch=3`)."""
+    history = namespace.get("In")
+    if not isinstance(history, list) or len(history) < 2:
+        return []
+    # papermill puts its assignments in a cell starting with '# Parameters' just before this one.
+    previous = history[-2]
+    if not previous.lstrip().startswith("# Parameters"):
+        return []
+    try:
+        tree = ast.parse(previous)
+    except SyntaxError:
+        return []
+    names = [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+    return [n for n in names if n not in declared]
+
+
+def build_cfg(namespace, annotations):
+    """Validate the parameters cell's names and types and return them as one plain `cfg` dict.
+
+    `annotations` is the notebook's `__annotations__`, i.e. the parameters cell's `name: type = value` lines.
+    """
+    declared = dict(annotations)
+    problems = [f"unknown parameter {n!r}; this notebook takes: {', '.join(declared)}"
+                for n in injected_unknown_names(namespace, declared)]
+    for name, annotation in declared.items():
+        value = namespace.get(name)
+        if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            namespace[name] = value
+        if not _type_ok(value, annotation):
+            expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            problems.append(f"parameter {name!r} = {value!r} should be of type {expected}")
+    if problems:
+        raise ValueError("bad notebook parameters:\n  " + "\n  ".join(problems) +
+                         "\nFix the value in papermill's -p/-f arguments (configs/*.yaml) or in the parameters cell.")
+    return {name: namespace[name] for name in declared}
+
+
+def count_parameters(model, trainable_only=True):
+    """Number of (trainable) parameters of a model."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def state_dict_bytes(model):
+    """Size in bytes of the model's state_dict as torch.save writes it."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def mib(num_bytes):
+    """Bytes to MiB (what tools call 'MB' for model files)."""
+    return num_bytes / 2**20
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w", **kwargs):
+    """Open a temporary file beside `path` and rename it over `path` only if the block succeeds."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    except OSError as err:
+        raise OSError(f"cannot write {path!r}: {err.strerror}. Choose a writable out_dir "
+                      "(for example out_dir='runs/mine').") from err
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write text to `path` atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _jsonable(obj):
+    """Fallback for json.dump: tensors, numpy scalars, paths, non-finite floats."""
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def atomic_write_json(path, data):
+    """Write JSON to `path` atomically (sorted keys, indented, NaN written as null)."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    atomic_write_text(path, json.dumps(clean(data), indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def atomic_torch_save(obj, path):
+    """torch.save to `path` atomically, so a crash mid-save leaves the previous file intact."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def environment():
+    """Versions, device and thread facts recorded beside every result."""
+    import torchvision
+    info = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.version.cuda, "gpu": None}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def ensure_out_dir(out_dir):
+    """Create out_dir and check it is writable, failing with the fix in the message."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise OSError(f"out_dir {out_dir!r} cannot be written ({err.strerror}). "
+                      "Pass another out_dir, e.g. -p out_dir runs/mine.") from err
+    return out_dir
+
+
+def repo_root():
+    """The repository folder (the parent of this package), where relative parameter paths start."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_path(path):
+    """Resolve a parameter path: absolute stays, relative is taken from the repository root.
+
+    JupyterLab starts kernels in notebooks/ and papermill in the caller's folder; anchoring relative
+    paths at the repository root makes `data/cifar10` mean the same thing in both.
+    """
+    path = os.path.expanduser(os.fspath(path))
+    return path if os.path.isabs(path) else os.path.join(repo_root(), path)
+
+
+def data_kind(data_dir):
+    """'demo' when the data comes from lib.demo's generator, else 'real': every result says which."""
+    parts = os.path.normpath(os.path.abspath(data_dir)).split(os.sep)
+    return "demo" if "demo" in parts else "real"
+
+
+def start_run(cfg, out_dir):
+    """Create and check out_dir, write cfg.json there, print the cfg; return the absolute out_dir."""
+    out_dir = ensure_out_dir(repo_path(out_dir))
+    atomic_write_json(os.path.join(out_dir, "cfg.json"), cfg)
+    print(json.dumps(cfg, indent=1, default=str))
+    print(f"outputs -> {out_dir}")
+    return out_dir
+
+
+def write_metrics(out_dir, cfg, **results):
+    """metrics.json beside the figures: cfg, library versions, device, and the notebook's results."""
+    path = os.path.join(out_dir, "metrics.json")
+    atomic_write_json(path, {"cfg": cfg, "environment": environment(), **results})
+    return path

@@ -1,0 +1,60 @@
+"""Every notebook, end to end: papermill injects its smoke parameters (prepare only), nbval executes it.
+
+The invariants live in each notebook's last cell as asserts, so `--nbval-lax` (no output comparison) still fails
+when a result is not sane.
+"""
+import json
+import subprocess
+import sys
+
+import papermill
+import pytest
+import yaml
+
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found under notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean(path):
+    """Committed notebooks hold no outputs, execution counts or ids, and have a cell tagged 'parameters'."""
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert not [i for i, c in enumerate(code) if c.get("outputs")], "strip the outputs before committing"
+    assert all(c.get("execution_count") is None for c in code), "strip the execution counts"
+    assert not [c for c in nb["cells"] if "id" in c], "strip the cell ids (nbformat_minor 4)"
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and code[0] is tagged[0], "the first code cell must be the one tagged 'parameters'"
+    for stem in ("smoke", "demo"):
+        assert (ROOT / "configs" / path.stem / f"{stem}.yaml").is_file(), f"configs/{path.stem}/{stem}.yaml missing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_config_names_are_parameters(path):
+    """Every name in the papermill parameter files is declared in the notebook's parameters cell."""
+    declared = {p for p in papermill.inspect_notebook(str(path))}
+    for config in sorted((ROOT / "configs" / path.stem).glob("*.yaml")):
+        unknown = set(yaml.safe_load(config.read_text())) - declared
+        assert not unknown, f"{config.name} sets undeclared parameters {unknown}"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_smoke_parameters(path, demo_root, smoke_runs, tmp_path):
+    params = yaml.safe_load((ROOT / "configs" / path.stem / "smoke.yaml").read_text())
+    params["out_dir"] = str(smoke_runs / path.stem)
+    if "runs_dir" in params:  # the report reads the smoke runs made earlier in this session
+        params["runs_dir"] = str(smoke_runs)
+    prepared = tmp_path / path.name
+    papermill.execute_notebook(str(path), str(prepared), parameters=params, prepare_only=True, log_output=False)
+    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                             "--rootdir", str(tmp_path), str(prepared)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{path.name} failed under nbval:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    metrics = json.loads((smoke_runs / path.stem / "metrics.json").read_text())
+    assert metrics["cfg"]["out_dir"] == params["out_dir"]
