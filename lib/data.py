@@ -305,3 +305,22 @@ def set_epoch(loader, epoch):
         loader.set_epoch(epoch)
     elif isinstance(loader, DataLoader) and loader.generator is not None:
         loader.generator.manual_seed(getattr(loader, "base_seed", 0) * 1_000_003 + epoch)
+
+
+def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
+                   affine_degrees=10, pipeline="naive", splits=("train", "val")):
+    """Train and eval DataLoaders for an ImageFolder set (root/train, root/val); returns (loaders dict, classes).
+
+    pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL transforms.
+    """
+    classes = check_image_folders(root, splits)
+    if pipeline != "naive":
+        raise ValueError(f"pipeline={pipeline!r} is not known; use 'naive'")
+    loaders = {}
+    for split in splits:
+        is_train = split == "train"
+        transform = (imagenet_train_transform(image_size, crop_scale, jitter, affine_degrees) if is_train
+                     else imagenet_eval_transform(image_size))
+        loaders[split] = make_loader(image_folder(root, split, transform), batch_size, train=is_train,
+                                     num_workers=num_workers, seed=seed)
+    return loaders, classes

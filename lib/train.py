@@ -116,7 +116,7 @@ def load_model_state(model, state, path="checkpoint"):
 
 def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, scheduler=None, device="cpu",
         checkpoint_dir=None, cfg=None, resume=False, max_steps_per_epoch=None, amp=False, channels_last=False,
-        progress=True, name="model"):
+        compile=False, progress=True, name="model"):
     """Train for `epochs`, evaluating after each; keep last.pt and best.pt in checkpoint_dir; return the history.
 
     With resume=True and a last.pt present, training continues after its epoch with the saved optimizer,
@@ -140,11 +140,13 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
         history, best, start_epoch = ckpt["history"], ckpt["best_metric"], ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"])
         print(f"[{name}] resumed from {last_path} after epoch {start_epoch} (best val acc {best:.4f})")
+    # the compiled wrapper shares the model's parameters; checkpoints keep the plain model's state_dict
+    step_model = torch.compile(model) if compile else model
     steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
     epoch_bar = tqdm(range(start_epoch, epochs), desc=name, unit="epoch", disable=not progress,
                      initial=start_epoch, total=epochs)
     for epoch in epoch_bar:
-        model.train()
+        step_model.train()
         set_epoch(train_loader, epoch)
         started = time.perf_counter()
         total_loss, correct, count = 0.0, 0, 0
@@ -155,7 +157,7 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
                 break
             x, y = _to_device(x, y, device, channels_last)
             with autocast(device, amp):
-                logits = model(x)
+                logits = step_model(x)
                 loss = loss_fn(logits.float(), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
@@ -172,7 +174,7 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        val = evaluate(model, val_loader, device, loss_fn, amp, channels_last)
+        val = evaluate(step_model, val_loader, device, loss_fn, amp, channels_last)
         lr = optimizer.param_groups[0]["lr"]
         if kind == "plateau":
             scheduler.step(val["loss"])

@@ -39,6 +39,11 @@ def resolve_device(device="auto"):
     return dev
 
 
+def auto_flag(value, device):
+    """Resolve an Optional[bool] speed switch (amp, compile): None means on for CUDA, off elsewhere."""
+    return (torch.device(device).type == "cuda") if value is None else bool(value)
+
+
 def _type_ok(value, annotation):
     """True if value fits a simple annotation (int, float, str, bool, list, dict, Optional, Union)."""
     if annotation is typing.Any:
