@@ -2,6 +2,7 @@
 import os
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 
@@ -24,6 +25,8 @@ def plot_history(histories, path=None, title=None):
         ax_loss.plot(h["epoch"], h["val_loss"], "-", color=color, label=f"{name} val")
         ax_acc.plot(h["epoch"], h["train_acc"], "--", color=color, label=f"{name} train")
         ax_acc.plot(h["epoch"], h["val_acc"], "-", color=color, label=f"{name} val")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     ax_acc.legend(fontsize=8)
@@ -87,7 +90,7 @@ def show_images(images, titles=None, path=None, mean=None, std=None, ncols=8, ti
         images = images / 255
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 2.0 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
