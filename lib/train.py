@@ -162,7 +162,7 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
         history, best, start_epoch = ckpt["history"], ckpt["best_metric"], ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"])
         print(f"[{name}] resumed from {last_path} after epoch {start_epoch} (best val acc {best:.4f})")
-    elif resume:
+    elif resume and last_path:
         print(f"[{name}] resume=True but there is no {last_path}: starting at epoch 1")
     # the compiled wrapper shares the model's parameters; checkpoints keep the plain model's state_dict
     step_model = torch.compile(model) if compile else model

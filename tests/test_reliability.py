@@ -108,9 +108,9 @@ def test_killed_mid_save_then_mid_epoch_then_resumed_equals_the_uninterrupted_ru
 
     # 1. killed inside atomic_torch_save of epoch 2's checkpoint, with half of the file written
     _sigkill_when(first, tmp_path / "blocked")
+    assert train.load_checkpoint(checkpoints / "last.pt")["epoch"] == 0, "epoch 1's checkpoint must stay usable"
     stale = glob.glob(str(checkpoints / ".tmp-*"))
     assert len(stale) == 1 and os.path.getsize(stale[0]) > 0, "the half-written file must be the temporary one"
-    assert train.load_checkpoint(checkpoints / "last.pt")["epoch"] == 0, "epoch 1's checkpoint must stay usable"
 
     # 2. resumed, then killed in the middle of epoch 3 (before its batch 3), after epoch 2's checkpoint
     (tmp_path / "go2").touch()
@@ -131,8 +131,10 @@ def test_exception_mid_save_leaves_the_old_checkpoint_and_no_temporary_file(tmp_
     utils.atomic_torch_save({"epoch": 0, "w": torch.ones(3)}, path)
 
     def crash_half_way(obj, f, *args, **kwargs):
-        f.write(b"PK\x03\x04 half a zip file")
-        raise KeyboardInterrupt  # what Ctrl-C in the middle of the save looks like
+        with contextlib.ExitStack() as stack:
+            fh = stack.enter_context(open(f, "wb")) if isinstance(f, (str, os.PathLike)) else f
+            fh.write(b"PK\x03\x04 half a zip file")
+            raise KeyboardInterrupt  # what Ctrl-C in the middle of the save looks like
 
     monkeypatch.setattr(torch, "save", crash_half_way)
     with pytest.raises(KeyboardInterrupt):
