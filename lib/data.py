@@ -2,6 +2,7 @@
 import io
 import os
 import pickle
+import warnings
 
 import numpy as np
 import torch
@@ -20,6 +21,10 @@ CIFAR_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 
 # ---------------------------------------------------------------- safe pickles
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for a class or function outside the allowed data types."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that builds only the numpy/builtin objects the CIFAR formats contain, never arbitrary code."""
     ALLOWED = {
@@ -34,7 +39,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: the file is not a plain data pickle")
+        raise UnsafePickleError(f"refusing to load {module}.{name}: the file is not a plain data pickle")
 
 
 def safe_unpickle(path, encoding="latin1"):
@@ -44,15 +49,19 @@ def safe_unpickle(path, encoding="latin1"):
             return _RestrictedUnpickler(fh, encoding=encoding).load()
     except FileNotFoundError:
         raise
-    except pickle.UnpicklingError as err:
+    except UnsafePickleError as err:
         raise ValueError(f"{path}: {err}. Only pickles of numpy arrays, lists and dicts are read.") from err
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            MemoryError) as err:
         raise ValueError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}). "
                          "Download it again, or re-create the demo data with `python -m lib.demo --force`.") from err
 
 
-def _str_keys(d):
+def _str_keys(d, path):
     """CIFAR pickles have bytes keys under encoding='bytes' and str keys under 'latin1': normalise to str."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a pickled dict (the CIFAR python format), got {type(d).__name__}. "
+                         f"Is this the right file? See {README_DATA}.")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
@@ -75,7 +84,7 @@ def load_cifar_batch(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing CIFAR batch file {path!r}; the folder should hold data_batch_1..5 and "
                                 f"test_batch. See {README_DATA}.")
-    batch = _str_keys(safe_unpickle(path))
+    batch = _str_keys(safe_unpickle(path), path)
     data, labels = batch.get("data"), batch.get("labels", batch.get("fine_labels"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: 'data' should be a uint8 array of shape (N, 3072), got "
@@ -90,7 +99,8 @@ def load_cifar_batch(path):
 def load_cifar10(root):
     """Load the CIFAR-10 python batches under `root` as uint8 tensors: (x_train, y_train, x_test, y_test, classes)."""
     folder = find_cifar_dir(root)
-    meta = _str_keys(safe_unpickle(os.path.join(folder, "batches.meta")))
+    meta_path = os.path.join(folder, "batches.meta")
+    meta = _str_keys(safe_unpickle(meta_path), meta_path)
     classes = [c.decode() if isinstance(c, bytes) else c for c in meta["label_names"]]
     parts = [load_cifar_batch(os.path.join(folder, name)) for name in CIFAR_TRAIN_FILES]
     x_train = torch.cat([p[0] for p in parts])
@@ -104,7 +114,7 @@ def load_unlabeled_cifar(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"unlabeled test file {path!r} not found. Set test_pickle to the Kaggle "
                                 "cifar_test_nolabels.pkl, or to '' to skip the submission.")
-    d = _str_keys(safe_unpickle(path, encoding="bytes"))
+    d = _str_keys(safe_unpickle(path, encoding="bytes"), path)
     data = d.get("data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3):
         raise ValueError(f"{path}: b'data' should be a uint8 array of shape (N, 32, 32, 3), got "
@@ -262,16 +272,48 @@ def imagenet_eval_transform(image_size):
     ])
 
 
-def image_folder(root, split, transform):
-    """torchvision ImageFolder for root/split that opens every image as RGB and names bad files."""
+def readable_images(paths, where):
+    """Decode every file up front (a truncated JPEG passes a header check); warn how many are unreadable.
+
+    Returns the readable paths; the skipped ones are the rest. Used by skip_bad_images=True, so the count is
+    known before training starts instead of a crash mid-epoch.
+    """
+    good, bad = [], []
+    for path in paths:
+        try:
+            open_rgb(path)
+            good.append(path)
+        except ValueError:
+            bad.append(path)
+    if bad:
+        warnings.warn(f"skip_bad_images=True: skipped {len(bad)} of {len(paths)} images under {where} that cannot "
+                      f"be decoded (first: {', '.join(os.path.basename(p) for p in bad[:3])})", stacklevel=2)
+    if not good:
+        raise ValueError(f"none of the {len(paths)} images under {where} can be decoded: check the files.")
+    return good
+
+
+def image_folder(root, split, transform, skip_bad_images=False):
+    """torchvision ImageFolder for root/split that opens every image as RGB and names bad files.
+
+    skip_bad_images=True decodes every image first and leaves out (with a warning) those that cannot be read;
+    `dataset.skipped_images` lists them. By default a bad file is an error naming it when it is read.
+    """
     _check_folder_split(root, split)
-    return datasets.ImageFolder(os.path.join(root, split), transform=transform, loader=open_rgb)
+    dataset = datasets.ImageFolder(os.path.join(root, split), transform=transform, loader=open_rgb)
+    dataset.skipped_images = []
+    if skip_bad_images:
+        good = set(readable_images([p for p, _ in dataset.samples], os.path.join(root, split)))
+        dataset.skipped_images = [p for p, _ in dataset.samples if p not in good]
+        dataset.samples = dataset.imgs = [s for s in dataset.samples if s[0] in good]
+        dataset.targets = [t for _, t in dataset.samples]
+    return dataset
 
 
 class FlatImageFolder(Dataset):
     """Unlabeled images in one folder, in sorted file-name order; items are (image, file name)."""
 
-    def __init__(self, root, transform):
+    def __init__(self, root, transform, skip_bad_images=False):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"test folder {root!r} not found: expected a flat folder of images. "
                                     f"See {README_DATA}.")
@@ -279,6 +321,11 @@ class FlatImageFolder(Dataset):
         self.names = sorted(f for f in os.listdir(root) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not self.names:
             raise FileNotFoundError(f"test folder {root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+        self.skipped_images = []
+        if skip_bad_images:
+            kept = {os.path.basename(p) for p in readable_images([os.path.join(root, n) for n in self.names], root)}
+            self.skipped_images = [os.path.join(root, n) for n in self.names if n not in kept]
+            self.names = [n for n in self.names if n in kept]
 
     def __len__(self):
         return len(self.names)
@@ -308,10 +355,11 @@ def set_epoch(loader, epoch):
 
 
 def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
-                   affine_degrees=10, pipeline="naive", splits=("train", "val")):
+                   affine_degrees=10, pipeline="naive", splits=("train", "val"), skip_bad_images=False):
     """Train and eval DataLoaders for an ImageFolder set (root/train, root/val); returns (loaders dict, classes).
 
     pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL transforms.
+    skip_bad_images=True leaves out (with a warning giving the count) images that cannot be decoded.
     """
     classes = check_image_folders(root, splits)
     if pipeline != "naive":
@@ -321,6 +369,7 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
         is_train = split == "train"
         transform = (imagenet_train_transform(image_size, crop_scale, jitter, affine_degrees) if is_train
                      else imagenet_eval_transform(image_size))
-        loaders[split] = make_loader(image_folder(root, split, transform), batch_size, train=is_train,
+        dataset = image_folder(root, split, transform, skip_bad_images)
+        loaders[split] = make_loader(dataset, batch_size, train=is_train,
                                      num_workers=num_workers, seed=seed)
     return loaders, classes

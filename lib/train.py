@@ -1,7 +1,9 @@
 """`fit` and `evaluate`, with per-epoch history, atomic checkpoints (last and best) and exact resume."""
 import contextlib
+import glob
 import math
 import os
+import pickle
 import time
 
 import torch
@@ -94,10 +96,18 @@ def save_checkpoint(path, *, epoch, model, optimizer, scheduler, best_metric, hi
 
 def load_checkpoint(path, map_location="cpu"):
     """Load a checkpoint safely (weights_only: tensors and plain containers, no code), naming the file on failure."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} not found. Train first, or point to the right out_dir.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message suggests weights_only=False, which is exactly what must not be done with such a file
+        detail = next((line.strip() for line in str(err).splitlines() if "WeightsUnpickler error" in line),
+                      str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise ValueError(f"refusing to load checkpoint {path!r}: it holds Python objects beyond tensors and plain "
+                         f"containers ({detail}), and loading those can run code from the file. Use a checkpoint "
+                         "written by this project's fit, or delete it and pass resume=False to start over.") from err
     except Exception as err:
         raise ValueError(f"cannot load checkpoint {path!r} ({type(err).__name__}: {err}). It is damaged or not a "
                          "checkpoint written by this project: delete it, or pass resume=False to start over.") from err
@@ -112,6 +122,16 @@ def load_model_state(model, state, path="checkpoint"):
         raise ValueError(f"{path} holds weights of a different architecture than this model "
                          f"({'; '.join(s.strip() for s in first)}). Use the same model parameters it was trained "
                          "with, or a different out_dir to start afresh.") from err
+
+
+def _remove_stale_temp_files(checkpoint_dir, name):
+    """Delete the temporary files a run killed mid-save left beside its checkpoints (they are never complete)."""
+    stale = glob.glob(os.path.join(glob.escape(os.fspath(checkpoint_dir)), ".tmp-*"))
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    if stale:
+        print(f"[{name}] removed {len(stale)} unfinished checkpoint file(s) left by an interrupted save")
 
 
 def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, scheduler=None, device="cpu",
@@ -131,6 +151,8 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if resume and checkpoint_dir:
+        _remove_stale_temp_files(checkpoint_dir, name)
     if resume and last_path and os.path.isfile(last_path):
         ckpt = load_checkpoint(last_path, map_location=device)
         load_model_state(model, ckpt["model"], last_path)
@@ -140,6 +162,8 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
         history, best, start_epoch = ckpt["history"], ckpt["best_metric"], ckpt["epoch"] + 1
         _set_rng_state(ckpt["rng"])
         print(f"[{name}] resumed from {last_path} after epoch {start_epoch} (best val acc {best:.4f})")
+    elif resume and last_path:
+        print(f"[{name}] resume=True but there is no {last_path}: starting at epoch 1")
     # the compiled wrapper shares the model's parameters; checkpoints keep the plain model's state_dict
     step_model = torch.compile(model) if compile else model
     steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)

@@ -120,6 +120,13 @@ def mib(num_bytes):
     return num_bytes / 2**20
 
 
+def _current_umask():
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w", **kwargs):
     """Open a temporary file beside `path` and rename it over `path` only if the block succeeds."""
@@ -133,6 +140,8 @@ def atomic_open(path, mode="w", **kwargs):
                       "(for example out_dir='runs/mine').") from err
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
+            # mkstemp makes the file private (0600); give it the permissions a plain open() would
+            os.fchmod(fh.fileno(), 0o666 & ~_current_umask())
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
