@@ -9,6 +9,7 @@ import os
 import re
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
 from lib import plots, utils
@@ -77,6 +78,11 @@ def fmt_duration(seconds):
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def plural(count, word, words=None):
+    """'1 epoch', '3 epochs' (words: the plural when it is not word + 's')."""
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
 def fmt(value, kind="text"):
     """A figure as table text: kind 'pct' (0.5756 -> 57.56%), 'int', 'mib', 'seconds' or 'text'; None, NaN -> '—'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -126,23 +132,34 @@ def total_seconds(metrics):
     recorded = number(first(metrics, ("seconds_total",), ("total_seconds",), ("wall_seconds",)))
     if recorded is not None:
         return recorded
+    search = number(dig(metrics, "search", "trial_seconds")) or 0.0  # a random search's trials, before its retrain
     timed = [number(s) for h in histories(metrics).values() for s in (h.get("seconds") or [])]
     if timed and None not in timed:
-        return sum(timed)
+        return sum(timed) + search
     epochs = number(dig(metrics, "epochs_run"))
     models = dig(metrics, "models")
     if epochs is None or not isinstance(models, dict):
         return None
     per_epoch = [number(dig(m, "seconds_per_epoch")) for m in models.values()]
-    return sum(per_epoch) * epochs if per_epoch and None not in per_epoch else None
+    return sum(per_epoch) * epochs + search if per_epoch and None not in per_epoch else None
+
+
+def epochs_text(metrics):
+    """Epochs run, with a search's trials ('8 + 20 trials × 2') and any cap on batches per epoch."""
+    epochs = fmt(dig(metrics, "epochs_run"), "int")
+    trials, per_trial = dig(metrics, "search", "trials"), dig(metrics, "search", "trial_epochs")
+    if number(trials) is not None and number(per_trial) is not None:
+        epochs = f"{epochs} + {trials:,} trials × {per_trial:,}"
+    cap = number(dig(metrics, "cfg", "max_steps_per_epoch"))
+    return f"{epochs} (≤ {plural(int(cap), 'batch', 'batches')} each)" if cap else epochs
 
 
 def run_facts(metrics):
     """The columns that say what a figure comes from: data set, epochs, hardware, time taken."""
     if metrics is None:
         return {"data": MISSING, "epochs": MISSING, "hardware": MISSING, "time": MISSING}
-    return {"data": fmt(dig(metrics, "data")), "epochs": fmt(dig(metrics, "epochs_run"), "int"),
-            "hardware": hardware(metrics), "time": fmt(total_seconds(metrics), "seconds")}
+    return {"data": fmt(dig(metrics, "data")), "epochs": epochs_text(metrics), "hardware": hardware(metrics),
+            "time": fmt(total_seconds(metrics), "seconds")}
 
 
 def display_path(path):
@@ -218,15 +235,6 @@ def tokens(name):
     return set(re.split(r"[^a-z0-9]+", name.lower())) - {""}
 
 
-def find_entry(metrics, include=(), exclude=()):
-    """The first model/experiment whose name has every `include` token and no `exclude` token, else None."""
-    for name, entry in model_entries(metrics).items():
-        words = tokens(name)
-        if set(include) <= words and not set(exclude) & words:
-            return entry
-    return None
-
-
 def best_entry(metrics):
     """(name, results) of the model with the highest best_val_acc, or (None, None)."""
     scored = [(number(v.get("best_val_acc")), name) for name, v in model_entries(metrics).items()]
@@ -245,36 +253,53 @@ def _acc(entry, key="best_val_acc"):
 def _rows_01(m):
     """Study 01: two-layer vs ResNet34, relative performance and size, ablations (seed: validation accuracy)."""
     two, res = dig(m, "models", "two_layer"), dig(m, "models", "resnet34")
-    rel_perf = first(m, ("relative_performance",)) or ratio(_acc(two), _acc(res))
-    rel_size = first(m, ("relative_size",)) or ratio(_acc(two, "parameters"), _acc(res, "parameters"))
-    note = "seed's 20.00% full model in the ablation run"
+    rel_perf = first(m, ("relative_performance",))
+    rel_size = first(m, ("relative_size",))
+    rel_perf = ratio(_acc(two), _acc(res)) if rel_perf is None else rel_perf
+    rel_size = ratio(_acc(two, "parameters"), _acc(res, "parameters")) if rel_size is None else rel_size
+    size = dig(m, "image_size")
+    pixels = f"ours at {size} px, the seed at 224 px" if size else ""
+    ablation = "the seed's ablation runs, where its full model scored 20.00%"
     return [
-        ("two-layer accuracy (val)", 0.5756, _acc(two), "pct", ""),
-        ("ResNet34 accuracy (val)", 0.6022, _acc(res), "pct", ""),
-        ("relative performance (two-layer / ResNet34)", 0.956, rel_perf, "pct", ""),
+        ("two-layer accuracy (val)", 0.5756, _acc(two), "pct", pixels),
+        ("ResNet34 accuracy (val)", 0.6022, _acc(res), "pct", pixels),
+        ("relative performance (two-layer / ResNet34)", 0.956, rel_perf, "pct", "the study's goal: at least 90%"),
         ("relative size (parameters)", 0.156, rel_size, "pct", ""),
         ("two-layer parameters", 3_318_898, _acc(two, "parameters"), "int", ""),
         ("ResNet34 parameters", 21_310_322, _acc(res, "parameters"), "int", ""),
-        ("ablation: single-layer accuracy", 0.1578, _acc(dig(m, "models", "single_layer")), "pct", note),
-        ("ablation: smaller-kernel accuracy", 0.1911, _acc(dig(m, "models", "smaller_kernel")), "pct", note),
+        ("ablation: single-layer accuracy", 0.1578, _acc(dig(m, "models", "single_layer")), "pct", ablation),
+        ("ablation: smaller-kernel accuracy", 0.1911, _acc(dig(m, "models", "smaller_kernel")), "pct", ablation),
     ]
 
 
+def find_experiment(m, cbam, loss):
+    """Study 02's run with or without CBAM and with loss 'ce' or 'focal': by its fields, else by its name."""
+    for name, entry in model_entries(m).items():
+        if "use_cbam" in entry and "loss" in entry:
+            if bool(entry["use_cbam"]) == cbam and entry["loss"] == loss:
+                return entry
+        elif ("cbam" in tokens(name)) == cbam and loss in tokens(name):
+            return entry
+    return None
+
+
 def _rows_02(m):
-    """Study 02: the final model (ResNet50 + CBAM, focal), CE vs focal, with/without CBAM, size, time."""
-    final = find_entry(m, ("cbam", "focal")) or find_entry(m, ("final",))
-    ce = find_entry(m, ("ce",), ("focal",)) or find_entry(m, ("cross",), ("focal",))
-    plain = find_entry(m, ("baseline",)) or find_entry(m, (), ("cbam",))
-    size = first(final or {}, ("size_mib",), ("saved_mib",), ("saved_size_mib",), ("model_mib",))
-    per_epoch = dig(final, "seconds_per_epoch")
+    """Study 02: the final model (ResNet50 + CBAM, focal) and the loss x CBAM grid, size, time per epoch."""
+    final = dig(m, "models", dig(m, "final_experiment") or "") or find_experiment(m, True, "focal")
+    size = first(m, ("model_file", "mib")) or first(final or {}, ("saved_mib",), ("size_mib",))
+    weights = {True: "ImageNet-pretrained", False: "trained from scratch (no ImageNet weights)"}.get(
+        dig(m, "pretrained"), "")
     return [
-        ("final model val accuracy (ResNet50 + CBAM, focal)", 0.8067, _acc(final), "pct", ""),
-        ("final model train accuracy", 0.9588, first(final or {}, ("final_train_acc",), ("train_acc",)), "pct", ""),
-        ("cross-entropy val accuracy", 0.7845, _acc(ce), "pct", "seed: CE run = baseline ResNet50"),
-        ("without CBAM val accuracy", 0.7845, _acc(plain), "pct", ""),
-        ("trainable parameters", 23_800_022, _acc(final, "parameters"), "int", ""),
-        ("saved model size", 90.99, size, "mib", "seed's 'MB' is MiB; limit 100"),
-        ("seconds per epoch, final model", 2.11 * 60, per_epoch, "seconds", "seed: 2.11 min on its GPU"),
+        ("final model val accuracy (CBAM + focal)", 0.8067, _acc(final), "pct", weights),
+        ("final model train accuracy", 0.9588, _acc(final, "final_train_acc"), "pct", ""),
+        ("ResNet50 + cross-entropy val accuracy (baseline)", 0.7845, _acc(find_experiment(m, False, "ce")), "pct",
+         "the seed's baseline for both comparisons"),
+        ("ResNet50 + focal val accuracy", None, _acc(find_experiment(m, False, "focal")), "pct", ""),
+        ("CBAM + cross-entropy val accuracy", None, _acc(find_experiment(m, True, "ce")), "pct", ""),
+        ("trainable parameters, final model", 23_800_022, _acc(final, "parameters"), "int", ""),
+        ("saved model size", 90.99, size, "mib", "the seed's 'MB' are MiB; limit 100 MB"),
+        ("seconds per epoch, final model", 2.11 * 60, _acc(final, "seconds_per_epoch"), "seconds",
+         "the seed: 2.11 min on its GPU"),
     ]
 
 
@@ -291,7 +316,7 @@ def _rows_03(m):
 
 
 def count_text(value):
-    """A count that may be stored as a number, a list of items, or a dict of counts by reason ('draws' excluded)."""
+    """A count stored as a number, a list of items, or a dict of counts by reason ('draws' left out)."""
     if isinstance(value, list):
         return fmt(len(value), "int")
     if isinstance(value, dict):
@@ -304,19 +329,24 @@ def count_text(value):
 
 
 def _rows_04(m):
-    """Study 04: best accuracy under 5M parameters and its configuration, trials and rejections (seed: none)."""
-    name, best = best_entry(m)
-    best = dig(m, "best") if isinstance(dig(m, "best"), dict) else best
-    config = first(best or {}, ("config",), ("configuration",), ("design",)) or first(m, ("best_config",))
-    note = "the seed gives the search space, no figure"
+    """Study 04: the best design under 5M parameters, its configuration and accuracy, trials and rejections."""
+    best = dig(m, "models", "best_design") or best_entry(m)[1] or {}
+    search = dig(m, "search") or {}
+    skipped = dig(search, "skipped") or {}
+    reasons = {k: v for k, v in skipped.items() if k not in ("draws", "duplicates", "duplicate")}
+    rejected = count_text(reasons) if reasons else count_text(first(search, ("rejections",), ("rejected",)))
+    trial_epochs = dig(search, "trial_epochs")
+    none = "the seed gives the search space, no figure"
     return [
-        ("best val accuracy under 5M parameters", None,
-         first(best or {}, ("best_val_acc",), ("val_acc",), ("accuracy",)), "pct", note),
-        ("best configuration", None, config if config is not None else name, "text", ""),
-        ("its trainable parameters", None, first(best or {}, ("parameters",), ("params",)), "int", "budget 5,000,000"),
-        ("trials trained", None, count_text(first(m, ("trials",), ("num_trials",))), "text", ""),
-        ("designs rejected before training", None, count_text(first(m, ("rejections",), ("rejected",))), "text",
-         "infeasible draws: over budget or no feature map left"),
+        ("best design: val accuracy (retrained)", None, _acc(best), "pct", none),
+        ("best design: val accuracy in the search", None, _acc(best, "trial_val_acc"), "pct",
+         f"after {plural(trial_epochs, 'epoch')} per trial" if trial_epochs else ""),
+        ("best design: test accuracy", None, _acc(best, "test_acc"), "pct", "CIFAR-10 test batch"),
+        ("best design: configuration", None, first(best, ("design",), ("config",)), "text",
+         "train it in notebook 03 with its best_config.yaml" if dig(search, "best_config") else ""),
+        ("best design: trainable parameters", None, _acc(best, "parameters"), "int", "budget 5,000,000"),
+        ("trials trained", None, count_text(dig(search, "trials")), "text", ""),
+        ("designs rejected before training", None, rejected, "text", "infeasible: over budget or no feature map left"),
     ]
 
 
@@ -387,9 +417,9 @@ def banner_html(runs):
     if not ok:
         message = "No study has results here yet: run <code>make run</code> first. Nothing below is a result."
     elif data_kinds(runs) - {"real"}:
-        demo = ", ".join(r["study"] for r in ok if dig(r["metrics"], "data") != "real")
-        message = (f"Studies {demo} ran on <b>DEMO DATA</b> (lib.demo's synthetic images, a few CPU epochs). "
-                   "Their numbers show the pipeline working; they are <b>not a reproduction</b> of the seeds' figures.")
+        demo = [r["study"] for r in ok if dig(r["metrics"], "data") != "real"]
+        message = (f"{'Studies' if len(demo) > 1 else 'Study'} {', '.join(demo)} ran on <b>DEMO DATA</b> (lib.demo's synthetic images, a few CPU epochs). "
+                   "These numbers show the pipeline working; they are <b>not a reproduction</b> of the seeds' figures.")
     else:
         return ""
     return ('<div style="border:4px solid #c62828;background:#ffebee;color:#b71c1c;padding:12px 16px;'
@@ -409,14 +439,21 @@ def plot_learning_curves(runs, path=None):
         curves = histories(record["metrics"]) if record["status"] == "ok" else {}
         ax.set(title=f"{record['study']} ({dig(record['metrics'], 'data') or NOT_RUN})", xlabel="epoch",
                ylabel="accuracy", ylim=(0, 1))
-        crowded = len(curves) > 6  # many search trials: validation only, no legend
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        crowded, last_epoch = len(curves) > 6, 1  # many search trials: validation only, no legend
         for i, (name, h) in enumerate(curves.items()):
             val, train_acc = h.get("val_acc") or [], h.get("train_acc") or []
             epochs = h.get("epoch") or list(range(1, max(len(val), len(train_acc)) + 1))  # fit counts from 1
+            marker = "o" if len(epochs) < 8 else None  # a 1-epoch run is a point, not a line
             if val:
-                ax.plot(epochs[:len(val)], val, "-", color=f"C{i % 10}", label=name, alpha=0.6 if crowded else 1)
+                ax.plot(epochs[:len(val)], val, "-", marker=marker, color=f"C{i % 10}", label=name,
+                        alpha=0.6 if crowded else 1)
             if train_acc and not crowded:
-                ax.plot(epochs[:len(train_acc)], train_acc, "--", color=f"C{i % 10}", alpha=0.6)
+                ax.plot(epochs[:len(train_acc)], train_acc, "--", marker=marker, color=f"C{i % 10}", alpha=0.6)
+            last_epoch = max([last_epoch, *epochs])
+        ax.set_xlim(0.5, last_epoch + 0.5)
+        if last_epoch <= 10:
+            ax.set_xticks(range(1, last_epoch + 1))
         if not curves:
             ax.text(0.5, 0.5, NOT_RUN if record["status"] != "ok" else "no history", ha="center", va="center",
                     transform=ax.transAxes, fontsize=14, color="0.4")
@@ -429,10 +466,24 @@ def plot_learning_curves(runs, path=None):
     return plots._save(fig, path)
 
 
+def search_trials(record):
+    """A random search's trial log (trials.csv beside its metrics.json: params, val_acc), or an empty frame."""
+    path = os.path.join(os.path.dirname(record["path"]), "trials.csv")
+    if record["status"] != "ok" or not os.path.isfile(path):
+        return pd.DataFrame(columns=["params", "val_acc"])
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return pd.DataFrame(columns=["params", "val_acc"])
+    if not {"params", "val_acc"} <= set(table.columns):
+        return pd.DataFrame(columns=["params", "val_acc"])
+    return table
+
+
 def plot_accuracy_vs_parameters(runs, path=None):
     """Best validation accuracy against parameters (log x) for every model of every study; seeds' figures hollow."""
     table = models_table(runs).dropna(subset=["parameters", "best_val_acc"])
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     colors = {study: f"C{i}" for i, study in enumerate(STUDIES)}
     for study, group in table.groupby("study"):
         ax.scatter(group["parameters"], group["best_val_acc"], color=colors[study], s=40,
@@ -440,14 +491,22 @@ def plot_accuracy_vs_parameters(runs, path=None):
         for _, row in group.iterrows():
             ax.annotate(row["model"], (row["parameters"], row["best_val_acc"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
-    for i, (study, name, params, acc) in enumerate(SEED_POINTS):
+    for study, record in runs.items():
+        trials = search_trials(record)
+        if len(trials):
+            epochs = dig(record["metrics"], "search", "trial_epochs")
+            ax.scatter(trials["params"], trials["val_acc"], color=colors[study], s=12, alpha=0.4, marker="x",
+                       label=f"{study} search trials" + (f" ({plural(epochs, 'epoch')} each)" if epochs else ""))
+    for study, name, params, acc in SEED_POINTS:
         ax.scatter([params], [acc], facecolors="none", edgecolors=colors[study], s=70, linewidths=1.5)
-        ax.annotate(f"{study} {name} (seed)", (params, acc), fontsize=7, xytext=(4, -9), textcoords="offset points")
+        right = params > 1e7  # label big models on their left, inside the axes
+        ax.annotate(f"{study} {name} (seed)", (params, acc), fontsize=7, xytext=(-6 if right else 6, -9),
+                    textcoords="offset points", ha="right" if right else "left")
     ax.scatter([], [], facecolors="none", edgecolors="0.3", s=70, linewidths=1.5, label="seeds (real data, full runs)")
     ax.set_xscale("log")
     ax.set(xlabel="trainable parameters (log scale)", ylabel="best validation accuracy", ylim=(0, 1),
            title=f"accuracy vs parameters, all studies ({data_label(runs)})")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: low demo points sit bottom right
     fig.tight_layout()
     return plots._save(fig, path)
 
@@ -467,6 +526,8 @@ def plot_seconds_per_epoch(runs, path=None):
             ax.annotate(fmt_duration(v), (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
         ax.invert_yaxis()
         ax.margins(x=0.12)  # room for the labels right of the bars
+        if table["seconds_per_epoch"].max() > 30 * table["seconds_per_epoch"].min() > 0:
+            ax.set_xscale("log")  # a GPU run beside CPU demos, or a tiny search trial beside ResNet50
         ax.set(xlabel="seconds per epoch (different data and devices: compare within a study)")
     ax.set_title(f"seconds per epoch per model ({data_label(runs)})")
     fig.tight_layout()

@@ -29,26 +29,34 @@ def run_metrics(study, models, data="demo", device="cpu", **extra):
 
 
 def fixture_metrics(data="demo"):
-    """One plausible run per study, keyed by notebook stem."""
+    """One plausible run per study, keyed by notebook stem, with the fields notebooks 01-04 write."""
     def model(params, acc, **more):
         return {"parameters": params, "best_val_acc": acc, "seconds_per_epoch": 2.0, **more}
     two_layer = {"two_layer": model(3_318_898, 0.30), "single_layer": model(1_000_000, 0.20),
                  "smaller_kernel": model(3_000_000, 0.25), "resnet34": model(21_310_322, 0.40)}
-    cbam = {"resnet50_ce": model(23_712_932, 0.61, size_mib=90.2), "resnet50_focal": model(23_712_932, 0.62),
-            "resnet50_cbam_focal": model(23_800_022, 0.64, size_mib=90.99, final_train_acc=0.8)}
-    search = {f"trial_{i}": model(1_000_000 + i, 0.3 + 0.1 * i, config={"blocks": [i + 1] * 3}) for i in range(3)}
+    grid = {"resnet50_ce": model(23_712_932, 0.61, use_cbam=False, loss="ce", saved_mib=90.6),
+            "resnet50_focal": model(23_712_932, 0.62, use_cbam=False, loss="focal", saved_mib=90.6),
+            "cbam_ce": model(23_800_044, 0.63, use_cbam=True, loss="ce", saved_mib=90.9),
+            "cbam_focal": model(23_800_044, 0.64, use_cbam=True, loss="focal", saved_mib=90.9, final_train_acc=0.8)}
+    best = model(1_000_002, 0.5, test_acc=0.45, trial=2, trial_val_acc=0.42, design={"blocks": [3, 3, 3]})
+    search = {"trials": 3, "draws": 9, "rejections": 4, "trial_epochs": 2, "trial_seconds": 10.0,
+              "skipped": {"too_many_params": 4, "pool_too_large": 0, "no_feature_map": 0, "duplicate": 2}}
     return {
         "01_two_layer_imagenet_mini": run_metrics("01", two_layer, data, relative_performance=0.75,
+                                                  relative_size=0.1557, image_size=64,
                                                   histories={k: history([0.1, 0.2, 0.3]) for k in two_layer}),
-        "02_resnet50_cbam_100class": run_metrics("02", cbam, data, device="cuda",
-                                                 histories={k: history([0.4, 0.6]) for k in cbam}),
+        "02_resnet50_cbam_100class": run_metrics("02", grid, data, device="cuda", final_experiment="cbam_focal",
+                                                 pretrained=False, model_file={"mib": 90.99, "mb": 95.4},
+                                                 histories={k: history([0.4, 0.6]) for k in grid}),
         "03_cifar10_resnet": run_metrics("03", {"cifar_resnet": model(1_177_130, 0.55, test_acc=0.53,
                                                                       final_train_acc=0.6)},
                                          data, history=history([0.3, 0.5, 0.55])),
-        "04_cifar10_random_search": run_metrics("04", search, data, trials=3,
-                                                rejections={"draws": 9, "too_many_params": 4, "pool_too_large": 0},
-                                                histories={k: history([0.2, 0.3]) for k in search}),
+        "04_cifar10_random_search": run_metrics("04", {"best_design": best}, data, search=search,
+                                                history=history([0.3, 0.5])),
     }
+
+
+TRIALS_CSV = "trial,params,val_acc,seconds\n0,1000000,0.30,3\n1,1000001,0.35,3\n2,1000002,0.42,4\n"
 
 
 def write_runs(runs_dir, skip=(), broken=(), data="demo"):
@@ -59,6 +67,8 @@ def write_runs(runs_dir, skip=(), broken=(), data="demo"):
         os.makedirs(runs_dir / stem, exist_ok=True)
         text = "{not json" if stem in broken else json.dumps(metrics)
         (runs_dir / stem / "metrics.json").write_text(text)
+        if stem.startswith("04"):
+            (runs_dir / stem / "trials.csv").write_text(TRIALS_CSV)
     return runs_dir
 
 
@@ -69,22 +79,30 @@ def test_every_study_is_read_and_set_beside_its_seed(tmp_path):
     assert t01.loc["two-layer accuracy (val)", "seed (real data, full run)"] == "57.56%"
     assert t01.loc["two-layer accuracy (val)", "ours"] == "30.00%"
     assert t01.loc["relative performance (two-layer / ResNet34)", "ours"] == "75.00%"  # the run's own figure
-    assert t01.loc["relative size (parameters)", "ours"] == "15.57%"  # computed from the parameter counts
+    assert t01.loc["relative size (parameters)", "ours"] == "15.57%"
     assert set(t01["data"]) == {"demo"} and set(t01["epochs"]) == {"3"} and set(t01["time"]) == {"24 s"}
     t02 = report.seed_table(runs["02"]).set_index("quantity")
-    assert t02.loc["final model val accuracy (ResNet50 + CBAM, focal)", "ours"] == "64.00%"
-    assert t02.loc["cross-entropy val accuracy", "ours"] == "61.00%"
+    assert t02.loc["final model val accuracy (CBAM + focal)", "ours"] == "64.00%"
+    assert "from scratch" in t02.loc["final model val accuracy (CBAM + focal)", "note"]
+    assert t02.loc["ResNet50 + cross-entropy val accuracy (baseline)", "ours"] == "61.00%"
+    assert t02.loc["ResNet50 + focal val accuracy", "ours"] == "62.00%"
+    assert t02.loc["CBAM + cross-entropy val accuracy", "seed (real data, full run)"] == report.NOT_REPORTED
     assert t02.loc["saved model size", "ours"] == "90.99 MiB"
-    assert t02.loc["trainable parameters", "hardware"] == "cuda · NVIDIA H100 80GB HBM3"
+    assert t02.loc["trainable parameters, final model", "ours"] == "23,800,044"
+    assert t02.loc["saved model size", "hardware"] == "cuda · NVIDIA H100 80GB HBM3"
     t03 = report.seed_table(runs["03"]).set_index("quantity")
     assert t03.loc["trainable parameters", "ours"] == "1,177,130"
     assert t03.loc["peak validation accuracy", "seed (real data, full run)"] == "94.61%"
     t04 = report.seed_table(runs["04"]).set_index("quantity")
-    assert t04.loc["best val accuracy under 5M parameters", "ours"] == "50.00%"
-    assert t04.loc["best configuration", "ours"] == '{"blocks": [3, 3, 3]}'
+    assert t04.loc["best design: val accuracy (retrained)", "ours"] == "50.00%"
+    assert t04.loc["best design: val accuracy in the search", "ours"] == "42.00%"
+    assert t04.loc["best design: configuration", "ours"] == '{"blocks": [3, 3, 3]}'
     assert t04.loc["trials trained", "ours"] == "3"
     assert t04.loc["designs rejected before training", "ours"] == "4 (too many params 4)"
-    assert t04.loc["best val accuracy under 5M parameters", "seed (real data, full run)"] == report.NOT_REPORTED
+    assert t04.loc["trials trained", "epochs"] == "3 + 3 trials × 2" and t04.loc["trials trained", "time"] == "14 s"
+    assert t04.loc["best design: test accuracy", "seed (real data, full run)"] == report.NOT_REPORTED
+    capped = dict(runs["03"]["metrics"], cfg={"max_steps_per_epoch": 25})
+    assert report.run_facts(capped)["epochs"] == "3 (≤ 25 batches each)"
     overview = report.overview(runs)
     assert list(overview["status"]) == ["ok"] * 4 and report.NOT_RUN not in overview.to_string()
 
@@ -151,7 +169,8 @@ def test_fmt(value, kind, text):
 def test_models_table_and_figures_cover_every_study(tmp_path):
     runs = report.read_runs(write_runs(tmp_path / "runs", skip={"02_resnet50_cbam_100class"}))
     table = report.models_table(runs)
-    assert set(table["study"]) == {"01", "03", "04"} and len(table) == 4 + 1 + 3
+    assert set(table["study"]) == {"01", "03", "04"} and len(table) == 4 + 1 + 1
+    assert list(report.search_trials(runs["04"])["val_acc"]) == [0.30, 0.35, 0.42]
     shown = report.models_display(runs)
     assert shown.loc[0, "best_val_acc"] == "30.00%" and shown.loc[0, "test_acc"] == report.MISSING
     for plot, name in ((report.plot_learning_curves, "c.png"), (report.plot_accuracy_vs_parameters, "a.png"),
