@@ -19,10 +19,10 @@ NOT_RUN = "not run"
 NOT_REPORTED = "not reported"
 
 STUDIES = {
-    "01": {"stem": "01_two_layer_imagenet_mini", "title": "strict two-layer CNN vs ResNet34, ImageNet-mini (50 classes)"},
-    "02": {"stem": "02_resnet50_cbam_100class", "title": "ResNet50 + CBAM, focal loss, 100 classes, < 100 MB"},
-    "03": {"stem": "03_cifar10_resnet", "title": "modified ResNet under 5M parameters, CIFAR-10"},
-    "04": {"stem": "04_cifar10_random_search", "title": "random search over ResNets under 5M parameters, CIFAR-10"},
+    "01": {"stem": "01_two_layer_imagenet_mini", "title": "two-layer CNN vs ResNet34"},
+    "02": {"stem": "02_resnet50_cbam_100class", "title": "ResNet50 + CBAM, focal loss"},
+    "03": {"stem": "03_cifar10_resnet", "title": "CIFAR ResNet under 5M"},
+    "04": {"stem": "04_cifar10_random_search", "title": "random search under 5M"},
 }
 
 # (label, parameters, accuracy) the seeds report for their full runs on the real data: hollow markers on the plot.
@@ -360,8 +360,9 @@ def seed_table(record):
     rows = []
     for quantity, seed, ours, kind, note in SEED_ROWS[record["study"]](metrics):
         shown = fmt(ours, kind) if record["status"] == "ok" else NOT_RUN
-        rows.append({"quantity": quantity, "seed (real data, full run)": NOT_REPORTED if seed is None else fmt(seed, kind),
-                     "ours": shown, **facts, "note": note})
+        seed_text = NOT_REPORTED if seed is None else fmt(seed, kind)
+        rows.append({"quantity": quantity, "seed (real data, full run)": seed_text, "ours": shown, **facts,
+                     "note": note})
     return pd.DataFrame(rows)
 
 
@@ -418,8 +419,9 @@ def banner_html(runs):
         message = "No study has results here yet: run <code>make run</code> first. Nothing below is a result."
     elif data_kinds(runs) - {"real"}:
         demo = [r["study"] for r in ok if dig(r["metrics"], "data") != "real"]
-        message = (f"{'Studies' if len(demo) > 1 else 'Study'} {', '.join(demo)} ran on <b>DEMO DATA</b> (lib.demo's synthetic images, a few CPU epochs). "
-                   "These numbers show the pipeline working; they are <b>not a reproduction</b> of the seeds' figures.")
+        message = (f"{'Studies' if len(demo) > 1 else 'Study'} {', '.join(demo)} ran on <b>DEMO DATA</b> "
+                   "(lib.demo's synthetic images, a few CPU epochs). These numbers show the pipeline working; "
+                   "they are <b>not a reproduction</b> of the seeds' figures.")
     else:
         return ""
     return ('<div style="border:4px solid #c62828;background:#ffebee;color:#b71c1c;padding:12px 16px;'
@@ -437,8 +439,8 @@ def plot_learning_curves(runs, path=None):
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
     for ax, record in zip(axes[0], runs.values()):
         curves = histories(record["metrics"]) if record["status"] == "ok" else {}
-        ax.set(title=f"{record['study']} ({dig(record['metrics'], 'data') or NOT_RUN})", xlabel="epoch",
-               ylabel="accuracy", ylim=(0, 1))
+        ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+        ax.set_title(f"{record['study']} {record['title']} ({dig(record['metrics'], 'data') or NOT_RUN})", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         crowded, last_epoch = len(curves) > 6, 1  # many search trials: validation only, no legend
         for i, (name, h) in enumerate(curves.items()):

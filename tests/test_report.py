@@ -117,7 +117,8 @@ def test_missing_and_broken_studies_show_as_not_run_with_their_command(tmp_path)
         command = overview.loc[study, "to produce it"]
         assert f"papermill notebooks/{stem}.ipynb" in command and f"-p out_dir {runs_dir}/{stem}" in command
         assert set(report.seed_table(runs[study])["ours"]) == {report.NOT_RUN}
-        assert report.NOT_RUN in report.study_note(runs[study]) and runs[study]["command"] in report.study_note(runs[study])
+        note = report.study_note(runs[study])
+        assert report.NOT_RUN in note and runs[study]["command"] in note
     assert "-f configs/03_cifar10_resnet/demo.yaml" in report.run_command(runs_dir, "03_cifar10_resnet")
 
 
