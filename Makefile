@@ -40,6 +40,7 @@ run: demo-data
 	$(PY) -m lib.summary $(RUNS)
 
 report: setup
+	@mkdir -p $(RUNS)
 	$(VENV)/bin/papermill --log-level WARNING notebooks/05_results_report.ipynb $(RUNS)/05_results_report.ipynb \
 	  -p runs_dir $(RUNS) -p out_dir $(RUNS)/05_results_report
 	$(VENV)/bin/jupyter nbconvert --to html --no-input $(RUNS)/05_results_report.ipynb --output report.html \
