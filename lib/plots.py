@@ -132,7 +132,7 @@ def plot_accuracy_vs_parameters(params, accuracies, max_params, rejected_params=
     ax.axvline(max_params, color="C3", linestyle="--", label=f"budget {max_params:,} parameters")
     ax.set_xscale("log")
     ax.set(xlabel="trainable parameters", ylabel="best validation accuracy", ylim=(0, 1), title=title)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -150,7 +150,9 @@ def plot_design_effects(blocks, first_channels, accuracies, path=None, title=Non
         ax_b.plot([m[0] + offset for m in means], [m[1] for m in means], "-", color=f"C{stage}", alpha=0.9)
     ax_b.set(xlabel="blocks in the stage (B_i)", ylabel="best validation accuracy", ylim=(0, 1),
              title="blocks per stage (lines: means)")
-    ax_b.set_xticks(sorted({x for b in blocks for x in b}))
+    block_values = sorted({x for b in blocks for x in b})
+    ax_b.set_xticks(block_values)
+    ax_b.set_xlim(block_values[0] - 0.6, block_values[-1] + 0.6)
     ax_b.legend(fontsize=8)
     xs, ys = np.asarray(first_channels, float), np.asarray(accuracies, float)
     ax_c.scatter(xs, ys, s=30, color="C0", alpha=0.75)

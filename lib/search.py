@@ -258,8 +258,9 @@ def run_search(trials, settings, tensors, log_path, *, backend="local", resume=T
         planned = {t["trial"]: trial_key(t["design"], settings) for t in trials}
         for row in read_trials(log_path):
             if planned.get(row["trial"]) != row["key"]:
-                raise ValueError(f"{log_path} holds trial {row['trial']} of a different search (other space, seed or "
-                                 "training settings). Use a new out_dir, or resume=False to start the search over.")
+                raise ValueError(f"{log_path} holds trial {row['trial']} of a different search (another space, seed, "
+                                 "budget, num_trials or training settings). Use a new out_dir, or delete that "
+                                 "trials.csv to start the search over.")
             done[row["trial"]] = row
     pending = [t for t in trials if t["trial"] not in done]
     if done:
