@@ -119,3 +119,52 @@ def plot_bars(names, values, ylabel, path=None, title=None, fmt="{:.3f}"):
     ax.set(ylabel=ylabel, title=title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_accuracy_vs_parameters(params, accuracies, max_params, rejected_params=(), labels=None, path=None,
+                                title=None):
+    """Search trials as accuracy against parameters (log scale), the budget as a line, rejected designs as ticks."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.scatter(params, accuracies, s=36, color="C0", edgecolor="k", linewidth=0.5, zorder=3, label="trained trials")
+    for p, a, text in zip(params, accuracies, [] if labels is None else labels):
+        ax.annotate(str(text), (p, a), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    if len(rejected_params):
+        # rejected designs were never trained: only their size is known, so they sit on the x axis
+        ax.plot(rejected_params, np.zeros(len(rejected_params)), "|", color="C3", markersize=12, alpha=0.6,
+                label=f"rejected before training ({len(rejected_params)})")
+    ax.axvline(max_params, color="C3", linestyle="--", label=f"budget {max_params:,} parameters")
+    ax.set_xscale("log")
+    ax.set(xlabel="trainable parameters", ylabel="best validation accuracy", ylim=(0, 1), title=title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_design_effects(blocks, first_channels, accuracies, path=None, title=None):
+    """Accuracy against the blocks in each stage (one colour per stage) and against the first stage's channels."""
+    fig, (ax_b, ax_c) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    num_stages = max(len(b) for b in blocks)
+    for stage in range(num_stages):
+        pairs = [(b[stage], a) for b, a in zip(blocks, accuracies) if len(b) > stage]
+        xs, ys = np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs])
+        offset = (stage - (num_stages - 1) / 2) * 0.12  # side by side, so stages at the same B stay readable
+        ax_b.scatter(xs + offset, ys, s=22, color=f"C{stage}", alpha=0.75, label=f"stage {stage + 1}")
+        means = sorted({x: ys[xs == x].mean() for x in set(xs)}.items())
+        ax_b.plot([m[0] + offset for m in means], [m[1] for m in means], "-", color=f"C{stage}", alpha=0.9)
+    ax_b.set(xlabel="blocks in the stage (B_i)", ylabel="best validation accuracy", ylim=(0, 1),
+             title="blocks per stage (lines: means)")
+    block_values = sorted({x for b in blocks for x in b})
+    ax_b.set_xticks(block_values)
+    ax_b.set_xlim(block_values[0] - 0.6, block_values[-1] + 0.6)
+    ax_b.legend(fontsize=8)
+    xs, ys = np.asarray(first_channels, float), np.asarray(accuracies, float)
+    ax_c.scatter(xs, ys, s=30, color="C0", alpha=0.75)
+    means = sorted({x: ys[xs == x].mean() for x in set(xs)}.items())
+    ax_c.plot([m[0] for m in means], [m[1] for m in means], "o-", color="k", markersize=4, label="mean")
+    ax_c.set_xticks(sorted(set(first_channels)))
+    ax_c.set(xlabel="channels of the first stage (C_1)", title="first-stage channels")
+    ax_c.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

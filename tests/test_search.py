@@ -1,0 +1,233 @@
+"""Unit tests of lib.search: the sampler, the parameter formula, rejection before training, the trial log and
+resume, the export to notebook 03, and the Ray backend (skipped when ray is not installed)."""
+import random
+import subprocess
+import sys
+import typing
+
+import papermill
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from lib import models, search, utils
+
+# 1-2 stages of 4-8 channels: trials train in a fraction of a second. With max_params=20_000 a 1-stage design with
+# 1 x 1 pooling (a head over 32 x 32 x C features) is over budget, and pool 32 does not fit a 2-stage design's 16 x 16.
+TINY_SPACE = {"stages": [1, 2], "first_channels": [4, 8], "channel_growth": [2], "blocks": [1, 2],
+              "conv_kernels": [3], "skip_kernels": [1, 3], "pool_kernel": [1, 2, 32], "dropout": [0.0, 0.1]}
+TINY_BUDGET = 20_000
+# everything the formula has to get right: 1-5 stages, odd kernels 1-7, growth 1 (no projection), odd widths, pools
+WIDE_SPACE = {"stages": [1, 2, 3, 4, 5], "first_channels": [3, 4, 8, 12], "channel_growth": [1, 1.5, 2],
+              "blocks": [1, 2, 3], "conv_kernels": [1, 3, 5, 7], "skip_kernels": [1, 3, 5],
+              "pool_kernel": [None, 1, 2, 3, 4, 8], "dropout": [0.0, 0.2]}
+SETTINGS = {"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "seed": 0,
+            "max_steps_per_epoch": 2, "num_classes": 10, "input_size": 32, "device": "cpu", "amp": None,
+            "compile": None}
+NOTEBOOK_03 = ROOT / "notebooks" / "03_cifar10_resnet.ipynb"
+
+
+@pytest.fixture(scope="module")
+def tiny_tensors():
+    """48 training and 32 validation images of noise: enough to run trials, not to learn anything."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (80, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (80,), generator=g)
+    return images[:48], labels[:48], images[48:], labels[48:]
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+# ---------------------------------------------------------------- the formula
+
+def test_formula_gives_notebook_03s_design_the_seeds_count():
+    design = {"channels": [32, 64, 128], "blocks": [4, 4, 3], "conv_kernels": [3, 3, 3], "skip_kernels": [1, 1, 1],
+              "pool_kernel": None, "dropout": 0.1}
+    assert search.parameter_count(design) == 1_177_130
+
+
+def test_formula_matches_numel_for_many_random_designs():
+    rng, checked = random.Random(0), 0
+    for _ in range(300):
+        design = search.sample_design(WIDE_SPACE, rng)
+        num_classes, size = rng.choice([10, 100]), rng.choice([32, 64])
+        if search.infeasibility(design, float("inf"), num_classes, size):
+            continue
+        model = models.CifarResNet(**design, num_classes=num_classes, input_size=size)
+        assert search.parameter_count(design, num_classes, size) == sum(p.numel() for p in model.parameters()), design
+        checked += 1
+    assert checked > 200
+
+
+def test_every_feasible_design_runs_forward():
+    trials, _ = search.plan_trials(WIDE_SPACE, 12, seed=3, max_params=300_000)
+    for t in trials:
+        model = models.CifarResNet(**t["design"]).eval()
+        with torch.no_grad():
+            assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10), t["design"]
+
+
+# ---------------------------------------------------------------- the sampler and the constraint
+
+def test_plan_is_fixed_by_seed_and_respects_the_constraints():
+    trials, rejected = search.plan_trials(TINY_SPACE, 6, seed=1, max_params=TINY_BUDGET)
+    assert (trials, rejected) == search.plan_trials(TINY_SPACE, 6, seed=1, max_params=TINY_BUDGET)
+    assert trials != search.plan_trials(TINY_SPACE, 6, seed=2, max_params=TINY_BUDGET)[0]
+    assert [t["trial"] for t in trials] == list(range(6))
+    for t in trials:
+        design = t["design"]
+        assert t["params"] <= TINY_BUDGET
+        assert design["pool_kernel"] <= search.feature_map_size(len(design["channels"]))
+    assert len({str(t["design"]) for t in trials}) == 6, "a design was planned twice"
+    counts = search.skip_counts(rejected)
+    assert counts["too_many_params"] > 0 and counts["pool_too_large"] > 0
+    assert all(r["params"] > TINY_BUDGET for r in rejected if r["reason"] == "too_many_params")
+    # asking for more trials extends the same plan
+    assert search.plan_trials(TINY_SPACE, 8, seed=1, max_params=TINY_BUDGET)[0][:6] == trials
+
+
+def test_infeasible_designs_are_rejected_before_any_model_is_built(monkeypatch, tiny_tensors, tmp_path):
+    built, real = [], models.CifarResNet
+
+    def spy(*args, **kwargs):
+        model = real(*args, **kwargs)
+        built.append((kwargs, utils.count_parameters(model)))
+        return model
+
+    monkeypatch.setattr(models, "CifarResNet", spy)
+    trials, rejected = search.plan_trials(TINY_SPACE, 3, seed=0, max_params=TINY_BUDGET)
+    assert built == [] and len(rejected) > 0, "planning must not build models"
+    search.run_search(trials, SETTINGS, tiny_tensors, tmp_path / "trials.csv", progress=False)
+    assert len(built) == 3
+    for kwargs, params in built:
+        assert params <= TINY_BUDGET
+        assert kwargs["pool_kernel"] <= search.feature_map_size(len(kwargs["channels"]))
+
+
+def test_an_impossible_space_fails_clearly():
+    with pytest.raises(ValueError, match="feasible designs"):
+        search.plan_trials(TINY_SPACE, 2, seed=0, max_params=100)
+    with pytest.raises(ValueError, match="even kernel"):
+        search.plan_trials({**TINY_SPACE, "conv_kernels": [2]}, 2, seed=0, max_params=TINY_BUDGET)
+    with pytest.raises(ValueError, match="missing keys"):
+        search.check_space({"stages": [2]})
+
+
+# ---------------------------------------------------------------- the trial log and resume
+
+def test_trial_log_reads_back_exactly(tmp_path):
+    row = {"trial": 0, "stages": 2, "first_channels": 4, "channels": [4, 8], "blocks": [1, 2], "conv_kernels": [3, 3],
+           "skip_kernels": [1, 3], "pool_kernel": None, "dropout": 0.1, "params": 1234, "val_acc": 1 / 3,
+           "train_loss": 2.302585092994046, "epochs": 1, "seconds": 0.1 + 0.2, "key": "abc"}
+    other = {**row, "trial": 1, "pool_kernel": 2}
+    search.write_trials(tmp_path / "trials.csv", [other, row])
+    assert search.read_trials(tmp_path / "trials.csv") == [row, other]
+    frame = search.trials_frame([row, other])
+    assert frame["pool_kernel"].tolist() == [None, 2]  # not NaN and 2.0
+
+
+def test_interrupted_search_resumes_to_the_same_table(tiny_tensors, tmp_path):
+    trials, _ = search.plan_trials(TINY_SPACE, 4, seed=0, max_params=TINY_BUDGET)
+    uninterrupted = search.run_search(trials, SETTINGS, tiny_tensors, tmp_path / "a" / "trials.csv", progress=False)
+    log, ran = tmp_path / "b" / "trials.csv", []
+
+    def crashing(design, settings, tensors):
+        if len(ran) == 2:
+            raise KeyboardInterrupt  # the job is killed during the third trial
+        ran.append(design)
+        return search.train_trial(design, settings, tensors)
+
+    with pytest.raises(KeyboardInterrupt):
+        search.run_search(trials, SETTINGS, tiny_tensors, log, trial_fn=crashing, progress=False)
+    assert [r["trial"] for r in search.read_trials(log)] == [0, 1]
+    ran.clear()
+
+    def counting(design, settings, tensors):
+        ran.append(design)
+        return search.train_trial(design, settings, tensors)
+
+    resumed = search.run_search(trials, SETTINGS, tiny_tensors, log, resume=True, trial_fn=counting, progress=False)
+    assert ran == [t["design"] for t in trials[2:]], "finished trials must be skipped"
+    assert without_seconds(resumed) == without_seconds(uninterrupted)
+    assert search.read_trials(log) == resumed
+
+
+def test_resume_refuses_a_log_of_another_search(tiny_tensors, tmp_path):
+    trials, _ = search.plan_trials(TINY_SPACE, 1, seed=0, max_params=TINY_BUDGET)
+    log = tmp_path / "trials.csv"
+    search.run_search(trials, SETTINGS, tiny_tensors, log, progress=False)
+    with pytest.raises(ValueError, match="different search"):
+        search.run_search(trials, {**SETTINGS, "lr": 0.01}, tiny_tensors, log, resume=True, progress=False)
+    rows = search.run_search(trials, {**SETTINGS, "lr": 0.01}, tiny_tensors, log, resume=False, progress=False)
+    assert search.read_trials(log) == rows
+
+
+# ---------------------------------------------------------------- the export to notebook 03
+
+def _annotation(type_name):
+    """papermill's inferred type name ('list', 'Optional[int]') back to the annotation notebook 03 declares."""
+    return eval(type_name, {"Optional": typing.Optional, "list": list, "dict": dict, "int": int, "float": float,
+                            "str": str, "bool": bool})
+
+
+def test_exported_design_uses_only_notebook_03_parameters_with_their_types(tmp_path):
+    design = {"channels": [8, 16, 32], "blocks": [2, 1, 1], "conv_kernels": [3, 5, 3], "skip_kernels": [1, 3, 1],
+              "pool_kernel": None, "dropout": 0.1}
+    path = search.export_design(tmp_path / "best_config.yaml", {**design, "params": 1}, "trial 3\nval acc 0.5")
+    exported = yaml.safe_load(open(path))
+    assert exported == design
+    declared = {p["name"]: p for p in papermill.inspect_notebook(str(NOTEBOOK_03)).values()}
+    for name, value in exported.items():
+        assert name in declared, f"notebook 03 has no parameter {name!r}"
+        assert utils._type_ok(value, _annotation(declared[name]["inferred_type_name"])), (name, value)
+
+
+@pytest.mark.notebook
+def test_notebook_03_runs_with_an_exported_design(demo_root, tmp_path):
+    """`papermill 03 -f smoke.yaml -f best_config.yaml` trains exactly the exported design."""
+    design = {"channels": [8, 16], "blocks": [1, 1], "conv_kernels": [3, 3], "skip_kernels": [3, 1],
+              "pool_kernel": 4, "dropout": 0.0}
+    config = search.export_design(tmp_path / "best_config.yaml", design)
+    out_dir = tmp_path / "run03"
+    result = subprocess.run([sys.executable, "-m", "papermill", "--log-level", "WARNING", str(NOTEBOOK_03),
+                             str(tmp_path / "03.ipynb"), "-f", str(ROOT / "configs/03_cifar10_resnet/smoke.yaml"),
+                             "-f", str(config), "-p", "out_dir", str(out_dir)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert {k: metrics["cfg"][k] for k in design} == design
+    assert metrics["models"]["cifar_resnet"]["parameters"] == search.parameter_count(design)
+
+
+# ---------------------------------------------------------------- Ray Tune
+
+def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a missing package looks like to `import`
+    with pytest.raises(ImportError, match=r"pip install -e \.\[ray\]"):
+        search.import_ray()
+
+
+def test_unknown_backend_is_refused(tiny_tensors, tmp_path):
+    trials, _ = search.plan_trials(TINY_SPACE, 1, seed=0, max_params=TINY_BUDGET)
+    with pytest.raises(ValueError, match="backend"):
+        search.run_search(trials, SETTINGS, tiny_tensors, tmp_path / "t.csv", backend="dask", progress=False)
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_the_same_trials_on_cpu(tiny_tensors, tmp_path, monkeypatch):
+    pytest.importorskip("ray.tune", reason="ray is an optional extra: pip install -e .[ray]")
+    # a loaded machine starts Ray's agents slowly; the raylet would give up on them after 15 s
+    monkeypatch.setenv("RAY_agent_register_timeout_ms", "120000")
+    trials, _ = search.plan_trials(TINY_SPACE, 2, seed=0, max_params=TINY_BUDGET)
+    log = tmp_path / "ray" / "trials.csv"
+    rows = search.run_search(trials, SETTINGS, tiny_tensors, log, backend="ray", cpus_per_trial=1, progress=False)
+    local = search.run_search(trials, SETTINGS, tiny_tensors, tmp_path / "local.csv", progress=False)
+    assert search.read_trials(log) == rows
+    assert [r["trial"] for r in rows] == [0, 1]
+    keep = ("trial", *search.DESIGN_KEYS, "params", "epochs", "key")
+    assert [{k: r[k] for k in keep} for r in rows] == [{k: r[k] for k in keep} for r in local]
+    assert all(0 <= r["val_acc"] <= 1 and r["seconds"] > 0 for r in rows)
