@@ -121,7 +121,27 @@ def plot_bars(names, values, ylabel, path=None, title=None, fmt="{:.3f}"):
     return _save(fig, path)
 
 
-def plot_accuracy_vs_parameters(params, accuracies, max_params, rejected_params=(), labels=None, path=None,
+def plot_accuracy_vs_parameters(names, parameters, accuracies, path=None, title=None, reference=None):
+    """Accuracy against parameter count (log scale), one labelled point per model; `reference` draws a dotted line."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, n, acc) in enumerate(zip(names, parameters, accuracies)):
+        ax.scatter(n, acc, s=60, color=f"C{i}", zorder=3)
+        ax.annotate(name, (n, acc), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    if reference is not None:
+        value, label = reference
+        ax.axhline(value, color="k", linestyle=":", label=label)
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xscale("log")
+    if parameters:  # room for the labels on both sides of the log axis
+        ax.set_xlim(min(parameters) / 2, max(parameters) * 2.5)
+    top = max([1e-3, *accuracies]) * 1.15  # headroom for the labels
+    ax.set(xlabel="parameters (log scale)", ylabel="best validation accuracy", title=title, ylim=(0, top))
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_search_trials(params, accuracies, max_params, rejected_params=(), labels=None, path=None,
                                 title=None):
     """Search trials as accuracy against parameters (log scale), the budget as a line, rejected designs as ticks."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
