@@ -248,3 +248,8 @@ def write_metrics(out_dir, cfg, **results):
     path = os.path.join(out_dir, "metrics.json")
     atomic_write_json(path, {"cfg": cfg, "environment": environment(), **results})
     return path
+
+
+def atomic_write_csv(path, frame, index=True):
+    """Write a pandas DataFrame as CSV atomically."""
+    atomic_write_text(path, frame.to_csv(index=index))
