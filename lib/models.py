@@ -1,4 +1,7 @@
-"""The studies' models: the configurable CIFAR ResNet, StrictTwoLayerNet and its ablations; torchvision for the rest."""
+"""The studies' models: the configurable CIFAR ResNet, StrictTwoLayerNet and its ablations, ResNet50 + simplified CBAM."""
+import os
+import socket
+
 import torch
 from torch import nn
 import torchvision
@@ -174,8 +177,6 @@ def resnet50_imagenet_state(weights="IMAGENET1K_V2", allow_random_init=False, ti
     torch hub's cache (`torch.hub.get_dir()`/checkpoints) after the first download. weights="" asks for random
     initialisation. Unavailable weights raise an error saying where to put the file, unless allow_random_init.
     """
-    import os
-    import socket
     if not weights:
         return None, "weights='' asks for random initialisation: training from scratch"
     try:
