@@ -1,4 +1,7 @@
-"""The studies' models: the configurable CIFAR ResNet, StrictTwoLayerNet and its ablations; torchvision for the rest."""
+"""The studies' models: the configurable CIFAR ResNet, StrictTwoLayerNet and its ablations, ResNet50 + simplified CBAM."""
+import os
+import socket
+
 import torch
 from torch import nn
 import torchvision
@@ -122,3 +125,124 @@ def two_layer_variants(num_classes=50):
         "smaller_kernel": lambda: StrictTwoLayerNet(num_classes, kernel_sizes=(3, 3)),
         "resnet34": lambda: torchvision.models.resnet34(weights=None, num_classes=num_classes),
     }
+
+
+# ---------------------------------------------------------------- study 02: ResNet50 + simplified CBAM
+
+CBAM_PLACEMENTS = ("stage", "block")
+
+
+class ChannelAttention(nn.Module):
+    """Per-channel gate from global average pooling through a bias-free bottleneck MLP (no max-pool branch)."""
+
+    def __init__(self, channels, reduction=128):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, channels, bias=False))
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.mlp(x.mean((2, 3))))
+        return x * gate[:, :, None, None]
+
+
+class SpatialAttention(nn.Module):
+    """Per-position gate from a k x k convolution over the channel-wise mean and max maps."""
+
+    def __init__(self, kernel_size=3):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x):
+        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(maps))
+
+
+class SimplifiedCBAM(nn.Module):
+    """CBAM (Woo et al., 2018) made lighter as study 02 describes: channel attention, then spatial attention."""
+
+    def __init__(self, channels, reduction=128, spatial_kernel=3):
+        super().__init__()
+        self.channel = ChannelAttention(channels, reduction)
+        self.spatial = SpatialAttention(spatial_kernel)
+
+    def forward(self, x):
+        return self.spatial(self.channel(x))
+
+
+def resnet50_imagenet_state(weights="IMAGENET1K_V2", allow_random_init=False, timeout_s=60):
+    """torchvision ResNet50's ImageNet weights as a state_dict, or (None, why) when they cannot be had.
+
+    Returns (state_dict or None, message). The weights come through torchvision's weights API, which keeps them in
+    torch hub's cache (`torch.hub.get_dir()`/checkpoints) after the first download. weights="" asks for random
+    initialisation. Unavailable weights raise an error saying where to put the file, unless allow_random_init.
+    """
+    if not weights:
+        return None, "weights='' asks for random initialisation: training from scratch"
+    try:
+        enum = torchvision.models.ResNet50_Weights[weights]
+    except KeyError:
+        raise ValueError(f"weights={weights!r} is not a torchvision ResNet50 weight set; use one of "
+                         f"{list(torchvision.models.ResNet50_Weights.__members__)} or '' for none") from None
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)  # a blocked network should fail, not hang the notebook
+    try:
+        state = torchvision.models.resnet50(weights=enum).state_dict()
+    except Exception as err:  # URLError/OSError offline, RuntimeError/UnpicklingError for a damaged file
+        damaged = os.path.isfile(path)
+        message = (f"cannot load ResNet50 weights {weights} ({type(err).__name__}: {err}). " +
+                   (f"The cached file {path} is damaged: delete it so it is downloaded again, or replace it with "
+                    f"a good copy of {enum.url}." if damaged else
+                    f"Offline? Download {enum.url} on a machine with internet and put it at {path} "
+                    "(that is torch.hub.get_dir()/checkpoints/; set TORCH_HOME to move it); torchvision then "
+                    "loads it from there without a network.") +
+                   " Or pass allow_random_init=True to train from scratch (far below the study's accuracy).")
+        if not allow_random_init:
+            raise RuntimeError(message) from err
+        return None, message
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    return state, f"loaded ImageNet weights {weights} from {path}"
+
+
+def resnet50_cbam(num_classes=100, *, use_cbam=True, placement="stage", reduction=128, spatial_kernel=3,
+                  dropout=0.3, backbone_state=None):
+    """Study 02's network: torchvision ResNet50, simplified CBAM modules, dropout and a `num_classes`-way head.
+
+    placement="stage" puts one CBAM after each of the four stages (87,112 extra parameters, the reading that
+    reproduces the seed's 23,800,022 within 22); "block" puts one after every bottleneck block (+314,656).
+    `backbone_state` is a torchvision ResNet50 state_dict (ImageNet weights) loaded before the changes.
+    """
+    if placement not in CBAM_PLACEMENTS:
+        raise ValueError(f"placement={placement!r} must be one of {CBAM_PLACEMENTS}")
+    model = torchvision.models.resnet50(weights=None)
+    if backbone_state is not None:
+        model.load_state_dict(backbone_state)
+    if use_cbam:
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            if placement == "stage":
+                stage.append(SimplifiedCBAM(stage[-1].conv3.out_channels, reduction, spatial_kernel))
+            else:
+                for i, block in enumerate(stage):
+                    stage[i] = nn.Sequential(block, SimplifiedCBAM(block.conv3.out_channels, reduction,
+                                                                   spatial_kernel))
+    model.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(model.fc.in_features, num_classes))
+    return model
+
+
+def resnet50_cbam_arch(num_classes, *, use_cbam=True, placement="stage", reduction=128, spatial_kernel=3,
+                       dropout=0.3):
+    """The settings that rebuild a resnet50_cbam model, as a plain dict to store beside its weights."""
+    return {"name": "resnet50_cbam", "num_classes": int(num_classes), "use_cbam": bool(use_cbam),
+            "placement": placement, "reduction": int(reduction), "spatial_kernel": int(spatial_kernel),
+            "dropout": float(dropout)}
+
+
+def build_from_arch(arch):
+    """Rebuild (randomly initialised) the model an `arch` dict describes, e.g. from a checkpoint."""
+    arch = dict(arch)
+    name = arch.pop("name", None)
+    if name != "resnet50_cbam":
+        raise ValueError(f"unknown model name {name!r} in the checkpoint's arch; this project builds 'resnet50_cbam'")
+    return resnet50_cbam(**arch)

@@ -70,6 +70,19 @@ def scheduler_kind(scheduler):
     return "epoch"
 
 
+def step_batch_scheduler(scheduler, epoch, step, steps):
+    """Step a per-batch scheduler after batch `step` (0-based) of `steps` in `epoch`.
+
+    Warm restarts take the fractional epoch reached, so the next batch trains at lr(epoch + (step + 1) / steps)
+    and a restart falls exactly on an epoch boundary. OneCycleLR and CyclicLR count batches: they are stepped
+    without an argument (an epoch argument would make them use it as a batch count).
+    """
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingWarmRestarts):
+        scheduler.step(epoch + (step + 1) / steps)
+    else:
+        scheduler.step()
+
+
 def _rng_state():
     """Torch RNG states (CPU and CUDA), so a resumed run draws the same dropout masks as an uninterrupted one."""
     state = {"cpu": torch.get_rng_state()}
@@ -190,7 +203,7 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
             loss.backward()
             optimizer.step()
             if kind == "batch":
-                scheduler.step(epoch + (step + 1) / steps)
+                step_batch_scheduler(scheduler, epoch, step, steps)
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             count += len(y)
