@@ -3,6 +3,10 @@ import pathlib
 
 import pytest
 
+# Idle OpenMP threads spin by default; on a 2-core machine shared with a notebook kernel (or other jobs) that
+# spinning starves the process doing the work. Set before torch loads; notebook kernels inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
 
@@ -20,8 +24,3 @@ def demo_root():
 def smoke_runs(tmp_path_factory):
     """One folder for every notebook's smoke run in this session, so the report notebook can read them all."""
     return tmp_path_factory.mktemp("smoke_runs")
-
-
-# Idle OpenMP threads spin by default; on a 2-core machine shared with a notebook kernel (or other jobs) that
-# spinning starves the process doing the work. Sleeping threads keep the tests' timings sane; kernels inherit it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
