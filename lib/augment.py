@@ -170,7 +170,11 @@ def flip_affine(images, flip, angle, tx, ty, buffers=None):
     sign = 1 - 2 * flip.to(device, torch.float32)  # flipping the source negates its x coordinate
     matrix = torch.stack([torch.stack([sign * a, sign * b, sign * ox], 1), torch.stack([cc, d, oy], 1)], 1)
     grid = affine_grid(matrix, h, w, out=scratch(buffers, "grid", (n, h, w, 2), torch.float32, device))
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    if buffers is None:
+        return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    # F.grid_sample's op with an output buffer (interpolation 1 = nearest, padding 0 = zeros), reused per batch
+    out = scratch(buffers, "affine_out", (n, c, h, w), torch.float32, device)
+    return torch.ops.aten.grid_sampler_2d.out(images.contiguous(), grid, 1, 0, False, out=out)
 
 
 def affine_grid(matrix, h, w, out=None):

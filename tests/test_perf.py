@@ -83,6 +83,9 @@ def test_flip_affine_identity_flip_rotation_and_shift():
     shifted = augment.flip_affine(x, no, zero, torch.full((2,), 2.0), torch.tensor([0.0, -1.0]))
     assert torch.equal(shifted[0, :, :, 2:], x[0, :, :, :-2]) and (shifted[0, :, :, :2] == 0).all()
     assert torch.equal(shifted[1, :, :-1, 2:], x[1, :, 1:, :-2]) and (shifted[1, :, -1] == 0).all()
+    angles, shifts = torch.tensor([7.0, -9.0]), torch.tensor([3.0, -1.0])
+    with_buffers = augment.flip_affine(x, torch.tensor([True, False]), angles, shifts, shifts, {})
+    assert torch.equal(with_buffers, augment.flip_affine(x, torch.tensor([True, False]), angles, shifts, shifts))
     # flip first, then shift: the flipped image moves right
     both = augment.flip_affine(x, torch.tensor([True, True]), zero, torch.full((2,), 2.0), zero)
     assert torch.equal(both[..., 2:], x.flip(-1)[..., :-2])
