@@ -356,6 +356,16 @@ def _files_key(samples, split_dir, kind, size):
     return digest.hexdigest()
 
 
+def _largest_side(path):
+    """The larger of an image file's width and height, from its header (bad files fail later, with their name)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            return max(image.size)
+    except Exception:  # the decode step names the file and the fix
+        return 0
+
+
 def _decode_for_cache(path, kind, size):
     """One cache entry: (H x W x 3 uint8 array, (original height, original width))."""
     from PIL import Image
@@ -372,7 +382,9 @@ class FolderCache:
 
     kind="canvas" (for training): each image resized to size x size without keeping its aspect ratio, with its
     original height and width recorded, so random crops are drawn in the original's coordinates exactly as
-    RandomResizedCrop draws them and only then mapped into the stored copy. kind="eval": the final evaluation input,
+    RandomResizedCrop draws them and only then mapped into the stored copy. `size` is lowered to the largest side
+    of the split's images when they are all smaller (no point storing upsampled pixels); `self.size` is the size
+    used. kind="eval": the final evaluation input,
     made by the same PIL ops as `imagenet_eval_transform` (shorter side to 8/7 of size, centre crop), so
     evaluation sees the reference pixels.
 
@@ -403,6 +415,7 @@ class FolderCache:
                 if name.startswith(prefix) and not name.startswith(prefix + key[:20]):
                     with contextlib.suppress(OSError):
                         os.remove(os.path.join(cache_dir, name))
+        self.size = meta["size"]
         self.images = np.load(self.path, mmap_mode="r")
         self.original_sizes = torch.tensor(meta["original_sizes"], dtype=torch.int64).view(-1, 2)
 
@@ -416,7 +429,8 @@ class FolderCache:
             shape = np.load(self.path, mmap_mode="r").shape
         except (OSError, ValueError):
             return None
-        if meta.get("key") != key or shape != (len(self.samples), self.size, self.size, 3):
+        size = meta.get("size")
+        if meta.get("key") != key or shape != (len(self.samples), size, size, 3):
             return None
         return meta
 
@@ -432,6 +446,8 @@ class FolderCache:
         n = len(self.samples)
         original_sizes = [None] * n
         try:
+            if self.kind == "canvas":
+                self.size = max(1, min(self.size, max(_largest_side(path) for path, _ in self.samples)))
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, self.size, self.size, 3))
 
             def work(i):
@@ -441,9 +457,15 @@ class FolderCache:
             with ThreadPoolExecutor(threads) as pool, \
                     tqdm(total=n, desc=f"caching {self.split} ({self.kind} {self.size}px)", unit="img",
                          disable=not progress) as bar:
-                for future in [pool.submit(work, i) for i in range(n)]:
-                    future.result()
-                    bar.update()
+                futures = [pool.submit(work, i) for i in range(n)]
+                try:
+                    for future in futures:
+                        future.result()
+                        bar.update()
+                except BaseException:
+                    for future in futures:  # stop decoding the rest: the build has failed
+                        future.cancel()
+                    raise
             array.flush()
             del array
             os.replace(tmp, self.path)
@@ -606,9 +628,9 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
 
     pipeline="cached" (the default, fast): every image is decoded once into a memory-mapped cache under cache_dir
     (a training canvas of cache_size pixels, default `default_canvas_size(image_size)`; evaluation centre crops),
-    then batches are augmented with tensor ops on `device` (see CachedFolderLoader); num_workers counts prefetch
-    threads. pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL transforms in
-    `num_workers` DataLoader processes. Both draw from the same augmentation distributions.
+    then batches are augmented with tensor ops on `device` (see CachedFolderLoader), by `num_workers` worker
+    processes on the CPU. pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL
+    transforms in `num_workers` DataLoader processes. Both draw from the same augmentation distributions.
     """
     classes = check_image_folders(root, splits)
     if pipeline not in ("cached", "naive"):

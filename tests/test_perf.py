@@ -154,6 +154,7 @@ def test_cached_training_crop_of_the_whole_image_matches_a_resize(demo_root, cac
     """With only the flip left random, a training batch is the whole image resized: the canvas maps correctly."""
     cache = data.FolderCache(demo_root / "imagenet-mini", "train", kind="canvas",
                              size=data.default_canvas_size(48), cache_dir=cache_dir, progress=False)
+    assert cache.size == 64  # the demo images are 64 px: the canvas does not store upsampled pixels
     loader = data.CachedFolderLoader(cache, 40, train=True, image_size=48, crop_scale=(1, 1), crop_ratio=(1, 1),
                                      jitter=0.0, affine_degrees=0, translate=0.0)
     order, params = loader.epoch_plan()
