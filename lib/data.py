@@ -1,14 +1,21 @@
 """The on-disk formats (CIFAR batches, ImageFolder, flat unlabeled test folder) and the loaders that feed models."""
+import contextlib
+import hashlib
 import io
+import json
 import os
 import pickle
+import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
+from tqdm.auto import tqdm
 
+from . import augment, utils
 from .utils import README_DATA
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -136,27 +143,28 @@ def split_train_val(x, y, val_size, seed):
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
-def normalize_batch(images, mean, std):
-    """uint8 N x C x H x W to normalised float32, in one fused pass on the tensor's device."""
-    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return (images.float().div_(255) - mean).div_(std)
+def normalize_batch(images, mean, std, out=None):
+    """uint8 N x C x H x W to normalised float32 on the tensor's device: one multiply and one add."""
+    return augment.normalize(images, mean, std, out=out)
 
 
 def random_crop_flip(images, padding, generator, flip=True):
-    """Random crop with zero padding plus (optionally) random horizontal flip, per image, on a whole batch."""
+    """Random crop with zero padding plus (optionally) random horizontal flip, per image, on a whole batch.
+
+    One gather from the padded batch: each output pixel reads (row + dy, col + dx) of its padded image, with the
+    columns reversed for flipped images.
+    """
     n, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-    flip = (torch.rand(n, generator=generator) < (0.5 if flip else 0.0)).to(images.device)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = torch.arange(w, device=images.device).expand(n, w)
-    # a flip is just reading the crop's columns in reverse order, so it costs nothing extra
+    device = images.device
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    flip = (torch.rand(n, generator=generator) < (0.5 if flip else 0.0)).to(device)
+    cols = torch.arange(w, device=device).expand(n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
-    batch_idx = torch.arange(n, device=images.device)[:, None, None, None]
-    chan_idx = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch_idx, chan_idx, rows, cols[:, None, None, :]]
+    rows = dy[:, None] + torch.arange(h, device=device)
+    index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
 class TensorBatchLoader:
@@ -189,8 +197,10 @@ class TensorBatchLoader:
         for i in range(len(self)):
             idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is not None:
-                idx = order[idx]
-            x, y = self.images[idx], self.labels[idx]
+                idx = order[idx]  # index_select copies whole rows; fancy indexing goes element by element
+                x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+            else:
+                x, y = self.images[idx], self.labels[idx]
             if self.train and self.crop_padding:
                 x = random_crop_flip(x, self.crop_padding, generator, self.flip)
             x = normalize_batch(x, self.mean, self.std)
@@ -232,16 +242,31 @@ def check_image_folders(root, splits=("train", "val")):
     return reference
 
 
-def open_rgb(path):
-    """Open an image file as RGB whatever its mode (grayscale, RGBA, palette, CMYK), naming the file if it is bad."""
+def open_rgb(path, draft=None):
+    """Open an image file as RGB whatever its mode (grayscale, RGBA, palette, CMYK), naming the file if it is bad.
+
+    `draft` (width, height) lets a JPEG decode at a reduced scale that is still at least that size (for caches);
+    the original size is kept in `image.info["original_size"]`.
+    """
     from PIL import Image
     try:
         with open(path, "rb") as fh:
             image = Image.open(io.BytesIO(fh.read()))
+            original_size = image.size
+            if draft is not None and image.format == "JPEG":
+                image.draft(None, draft)
             image.load()
     except Exception as err:  # PIL raises several types for damaged files
         raise ValueError(f"cannot read image {path!r} ({type(err).__name__}: {err}). Replace or delete the file "
                          "(or pass skip_bad_images=True where the notebook offers it).") from err
+    image = to_rgb(image)
+    image.info["original_size"] = original_size
+    return image
+
+
+def to_rgb(image):
+    """Convert a PIL image of any mode to RGB, composing transparency on white."""
+    from PIL import Image
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         # compose on white so transparent pixels do not turn black
         image = image.convert("RGBA")
@@ -262,11 +287,15 @@ def imagenet_train_transform(image_size, scale=(0.08, 1.0), jitter=0.2, affine_d
     ])
 
 
+def imagenet_eval_geometry(image_size):
+    """The PIL part of evaluation: shorter side resized to 8/7 of the size, then centre-cropped, as ImageNet does."""
+    return transforms.Compose([transforms.Resize(int(round(image_size * 8 / 7))), transforms.CenterCrop(image_size)])
+
+
 def imagenet_eval_transform(image_size):
     """Resize to 8/7 of the size and centre-crop, as ImageNet evaluation does."""
     return transforms.Compose([
-        transforms.Resize(int(round(image_size * 8 / 7))),
-        transforms.CenterCrop(image_size),
+        *imagenet_eval_geometry(image_size).transforms,
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
@@ -354,22 +383,320 @@ def set_epoch(loader, epoch):
         loader.generator.manual_seed(getattr(loader, "base_seed", 0) * 1_000_003 + epoch)
 
 
-def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
-                   affine_degrees=10, pipeline="naive", splits=("train", "val"), skip_bad_images=False):
-    """Train and eval DataLoaders for an ImageFolder set (root/train, root/val); returns (loaders dict, classes).
+# ---------------------------------------------------------------- decoded-once caches of image folders
 
-    pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL transforms.
+CACHE_VERSION = 1
+
+
+def default_canvas_size(image_size):
+    """Stored side for random crops: a 4:3 photo whose shorter side is resized to image_size * 8/7 (the eval
+    resize) keeps at least that resolution on both axes."""
+    return int(round(image_size * 8 / 7 * 4 / 3))
+
+
+def _files_key(samples, split_dir, kind, size):
+    """Hash of what the cache depends on: relative paths, sizes and mtimes of the files, labels, kind, resolution."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION} {kind} {size}\n".encode())
+    for path, label in samples:
+        st = os.stat(path)
+        digest.update(f"{os.path.relpath(path, split_dir)}\t{label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _largest_side(path):
+    """The larger of an image file's width and height, from its header (bad files fail later, with their name)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            return max(image.size)
+    except Exception:  # the decode step names the file and the fix
+        return 0
+
+
+def _decode_for_cache(path, kind, size):
+    """One cache entry: (H x W x 3 uint8 array, (original height, original width))."""
+    from PIL import Image
+    if kind == "eval":
+        image = open_rgb(path)
+        return np.asarray(imagenet_eval_geometry(size)(image)), image.size[::-1]
+    image = open_rgb(path, draft=(size, size))
+    original_w, original_h = image.info["original_size"]
+    return np.asarray(image.resize((size, size), Image.BILINEAR)), (original_h, original_w)
+
+
+class FolderCache:
+    """One split of an ImageFolder tree, decoded once into a memory-mapped uint8 array N x size x size x 3.
+
+    kind="canvas" (for training): each image resized to size x size without keeping its aspect ratio, with its
+    original height and width recorded, so random crops are drawn in the original's coordinates exactly as
+    RandomResizedCrop draws them and only then mapped into the stored copy. `size` is lowered to the largest side
+    of the split's images when they are all smaller (no point storing upsampled pixels); `self.size` is the size
+    used. kind="eval": the final evaluation input,
+    made by the same PIL ops as `imagenet_eval_transform` (shorter side to 8/7 of size, centre crop), so
+    evaluation sees the reference pixels.
+
+    The file lives under cache_dir with a name holding a hash of the split's relative paths, sizes and mtimes and of
+    (kind, size): adding, removing or changing an image builds a new cache. A build writes a temporary file and
+    renames it into place when complete, so an interrupted build never leaves a cache that looks valid.
+    """
+
+    def __init__(self, root, split, *, kind, size, cache_dir="data/cache", threads=None, progress=True,
+                 skip_bad_images=False):
+        if kind not in ("canvas", "eval"):
+            raise ValueError(f"kind={kind!r}: use 'canvas' (training crops) or 'eval'")
+        _check_folder_split(root, split)
+        split_dir = os.path.join(root, split)
+        folder = image_folder(root, split, None, skip_bad_images)  # only lists files: ImageFolder's order/labels
+        self.root, self.split, self.kind, self.size = root, split, kind, size
+        self.classes, self.samples = folder.classes, folder.samples
+        self.targets = torch.tensor(folder.targets, dtype=torch.int64)
+        key = _files_key(self.samples, split_dir, kind, size)
+        cache_dir = utils.repo_path(cache_dir)
+        place = hashlib.sha256(os.path.abspath(split_dir).encode()).hexdigest()[:8]
+        prefix = f"{os.path.basename(os.path.normpath(root))}-{split}-{place}-{kind}{size}-"
+        self.path = os.path.join(cache_dir, prefix + key[:20] + ".npy")
+        meta_path = self.path[:-4] + ".json"
+        meta = self._read_meta(meta_path, key)
+        if meta is None:
+            meta = self._build(cache_dir, meta_path, key, threads, progress)
+            for name in os.listdir(cache_dir):  # earlier versions of this split's cache are stale now
+                if name.startswith(prefix) and not name.startswith(prefix + key[:20]):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(cache_dir, name))
+        self.size = meta["size"]
+        self.images = np.load(self.path, mmap_mode="r")
+        self.original_sizes = torch.tensor(meta["original_sizes"], dtype=torch.int64).view(-1, 2)
+
+    def _read_meta(self, meta_path, key):
+        """The cache's metadata if a complete cache for exactly these files exists, else None."""
+        if not (os.path.isfile(self.path) and os.path.isfile(meta_path)):
+            return None
+        try:
+            with open(meta_path) as fh:
+                meta = json.load(fh)
+            shape = np.load(self.path, mmap_mode="r").shape
+        except (OSError, ValueError):
+            return None
+        size = meta.get("size")
+        if meta.get("key") != key or shape != (len(self.samples), size, size, 3):
+            return None
+        return meta
+
+    def _build(self, cache_dir, meta_path, key, threads, progress):
+        """Decode every image once (threads: PIL releases the GIL while decoding) into a temporary file, then rename."""
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".npy")
+            os.close(fd)
+        except OSError as err:
+            raise OSError(f"cannot write the image cache under {cache_dir!r} ({err.strerror}). Pass a writable "
+                          "cache_dir, or pipeline='naive' to read the JPEGs every epoch.") from err
+        n = len(self.samples)
+        original_sizes = [None] * n
+        try:
+            if self.kind == "canvas":
+                self.size = max(1, min(self.size, max(_largest_side(path) for path, _ in self.samples)))
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, self.size, self.size, 3))
+
+            def work(i):
+                array[i], original_sizes[i] = _decode_for_cache(self.samples[i][0], self.kind, self.size)
+
+            threads = threads or os.cpu_count() or 1
+            with ThreadPoolExecutor(threads) as pool, \
+                    tqdm(total=n, desc=f"caching {self.split} ({self.kind} {self.size}px)", unit="img",
+                         disable=not progress) as bar:
+                futures = [pool.submit(work, i) for i in range(n)]
+                try:
+                    for future in futures:
+                        future.result()
+                        bar.update()
+                except BaseException:
+                    for future in futures:  # stop decoding the rest: the build has failed
+                        future.cancel()
+                    raise
+            array.flush()
+            del array
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        meta = {"key": key, "version": CACHE_VERSION, "kind": self.kind, "size": self.size,
+                "files": [os.path.relpath(p, os.path.join(self.root, self.split)) for p, _ in self.samples],
+                "targets": self.targets.tolist(), "classes": self.classes,
+                "original_sizes": [list(s) for s in original_sizes]}
+        utils.atomic_write_json(meta_path, meta)
+        return meta
+
+    def __getstate__(self):
+        return {**self.__dict__, "images": None}  # a process that unpickles this maps the file again
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.images = np.load(self.path, mmap_mode="r")
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        """(uint8 3 x size x size image, label), as stored."""
+        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1), int(self.targets[i])
+
+
+class CachedFolderLoader:
+    """Batches (images, labels) from a FolderCache, augmented per batch with tensor ops; the fast folder pipeline.
+
+    Training batches: RandomResizedCrop (drawn on the original image sizes), horizontal flip, colour jitter and
+    RandomAffine, as `imagenet_train_transform` does, rounded to uint8 as PIL's steps are, then ImageNet
+    normalisation. Evaluation batches: the cached centre crops, normalised. Shuffle and augmentation come from a
+    generator seeded by (seed, epoch), drawn for the whole epoch up front, so an epoch is the same with or without
+    resume and with any number of workers.
+
+    num_workers: worker processes (single-threaded, like DataLoader's) that each augment whole batches and send
+    them as uint8; the main process only normalises. 0: everything in the main process, on torch's threads.
+    device: where the augmentation runs. On CUDA the stored uint8 images go through pinned memory with
+    non_blocking copies and the rest happens on the GPU, in the main process. On the CPU with CUDA present,
+    batches are returned in pinned memory so the training loop's non_blocking copy overlaps.
+    """
+
+    def __init__(self, cache, batch_size, *, train, image_size, seed=0, crop_scale=(0.08, 1.0),
+                 crop_ratio=(3 / 4, 4 / 3), jitter=0.2, affine_degrees=10, translate=0.1, mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD, num_workers=0, device="cpu", pin_memory=None, drop_last=False):
+        expected = "canvas" if train else "eval"
+        if cache.kind != expected or (not train and cache.size != image_size):
+            raise ValueError(f"a {'training' if train else 'evaluation'} loader needs a {expected} cache"
+                             f"{'' if train else f' of size {image_size}'}, got {cache.kind} {cache.size}")
+        self.cache, self.dataset = cache, cache
+        self.batch_size, self.train, self.image_size, self.seed = batch_size, train, image_size, seed
+        self.crop_scale, self.crop_ratio, self.jitter = tuple(crop_scale), tuple(crop_ratio), jitter
+        self.affine_degrees, self.translate, self.mean, self.std = affine_degrees, translate, mean, std
+        self.num_workers, self.device, self.drop_last, self.epoch = num_workers, torch.device(device), drop_last, 0
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._buffers = {}  # scratch tensors reused from batch to batch (see augment.scratch)
+        # the CPU reads only each crop's window from the memory map and resizes uint8; a GPU gets whole images
+        self.read_windows = self.device.type == "cpu"
+
+    def __getstate__(self):
+        return {**self.__dict__, "_buffers": {}}  # worker processes make their own scratch tensors
+
+    def set_epoch(self, epoch):
+        """Choose the epoch whose shuffle and augmentation the next iteration replays."""
+        self.epoch = epoch
+
+    def __len__(self):
+        n = len(self.cache)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch_plan(self):
+        """The epoch's order of images and, for training, every random augmentation choice (per image)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.cache)
+        if not self.train:
+            return torch.arange(n), None
+        order = torch.randperm(n, generator=generator)
+        sizes = self.cache.original_sizes[order]
+        params = augment.sample_train_params(sizes[:, 0], sizes[:, 1], generator, out_size=self.image_size,
+                                             scale=self.crop_scale, ratio=self.crop_ratio, jitter=self.jitter,
+                                             degrees=self.affine_degrees, translate=self.translate)
+        return order, params
+
+    def _stored(self, rows):
+        """The stored uint8 images of `rows` (N x H x W x 3) from the memory map, on the augmentation device."""
+        shape = (len(rows),) + self.cache.images.shape[1:]
+        on_gpu = self.device.type == "cuda"
+        host = torch.empty(shape, dtype=torch.uint8, pin_memory=on_gpu)
+        np.take(self.cache.images, rows.numpy(), axis=0, out=host.numpy())
+        return host.to(self.device, non_blocking=True) if on_gpu else host
+
+    def augmented_uint8(self, order, params, i):
+        """Training batch `i` of an epoch plan, augmented, as uint8 N x 3 x size x size, and its labels (CPU)."""
+        span = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        rows = order[span]
+        p = {k: v[span] for k, v in params.items()}
+        sizes = self.cache.original_sizes[rows]
+        boxes = torch.stack(augment.canvas_boxes(p, sizes[:, 0], sizes[:, 1], self.cache.size), 1).tolist()
+        if self.read_windows:
+            sources = [torch.from_numpy(np.array(self.cache.images[r, y:y + h, x:x + w]))
+                       for r, (y, x, h, w) in zip(rows.tolist(), boxes)]
+            crops = [augment.resized_crop(s, 0, 0, s.shape[0], s.shape[1], self.image_size) for s in sources]
+        else:
+            stored = self._stored(rows)
+            crops = [augment.resized_crop(stored[k], y, x, h, w, self.image_size)
+                     for k, (y, x, h, w) in enumerate(boxes)]
+        buffers = self._buffers if self.device.type == "cpu" else None
+        images = augment.color_jitter(torch.stack(crops), p, buffers)
+        images = augment.flip_affine(images, p["flip"], p["angle"], p["tx"], p["ty"], buffers)
+        return augment.to_uint8(images), self.cache.targets[rows]
+
+    def _finish(self, images, labels):
+        """Normalise a uint8 batch into a fresh float tensor (pinned if a GPU will receive it) on the device."""
+        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        pin = self.pin_memory and self.device.type == "cpu"
+        out = torch.empty(images.shape, pin_memory=pin, device=self.device)
+        if pin:
+            labels = labels.pin_memory()
+        return augment.normalize(images, self.mean, self.std, out=out), labels
+
+    def make_batch(self, order, params, i):
+        """Batch `i` of an epoch plan: (normalised float images N x 3 x size x size, int64 labels)."""
+        if self.train:
+            return self._finish(*self.augmented_uint8(order, params, i))
+        rows = order[i * self.batch_size:(i + 1) * self.batch_size]
+        return self._finish(self._stored(rows).permute(0, 3, 1, 2), self.cache.targets[rows])
+
+    def __iter__(self):
+        order, params = self.epoch_plan()
+        if self.num_workers <= 0 or not self.train or self.device.type != "cpu":
+            for i in range(len(self)):
+                yield self.make_batch(order, params, i)
+            return
+        # workers return whole augmented batches in order (batch_size=None), so the stream is deterministic
+        batches = DataLoader(_PlannedBatches(self, order, params), batch_size=None, num_workers=self.num_workers)
+        for images, labels in batches:
+            yield self._finish(images, labels)
+
+
+class _PlannedBatches(Dataset):
+    """The training batches of one epoch plan as a dataset, for DataLoader's worker processes."""
+
+    def __init__(self, loader, order, params):
+        self.loader, self.order, self.params = loader, order, params
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getitem__(self, i):
+        return self.loader.augmented_uint8(self.order, self.params, i)
+
+
+def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
+                   affine_degrees=10, pipeline="cached", splits=("train", "val"), cache_dir="data/cache",
+                   cache_size=None, device="cpu", progress=True, skip_bad_images=False):
+    """Train and eval loaders for an ImageFolder set (root/train, root/val); returns (loaders dict, classes).
+
+    pipeline="cached" (the default, fast): every image is decoded once into a memory-mapped cache under cache_dir
+    (a training canvas of cache_size pixels, default `default_canvas_size(image_size)`; evaluation centre crops),
+    then batches are augmented with tensor ops on `device` (see CachedFolderLoader), by `num_workers` worker
+    processes on the CPU. pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL
+    transforms in `num_workers` DataLoader processes. Both draw from the same augmentation distributions.
     skip_bad_images=True leaves out (with a warning giving the count) images that cannot be decoded.
     """
     classes = check_image_folders(root, splits)
-    if pipeline != "naive":
-        raise ValueError(f"pipeline={pipeline!r} is not known; use 'naive'")
+    if pipeline not in ("cached", "naive"):
+        raise ValueError(f"pipeline={pipeline!r} is not known; use 'cached' (fast) or 'naive' (reference)")
     loaders = {}
     for split in splits:
         is_train = split == "train"
-        transform = (imagenet_train_transform(image_size, crop_scale, jitter, affine_degrees) if is_train
-                     else imagenet_eval_transform(image_size))
-        dataset = image_folder(root, split, transform, skip_bad_images)
-        loaders[split] = make_loader(dataset, batch_size, train=is_train,
-                                     num_workers=num_workers, seed=seed)
+        if pipeline == "naive":
+            transform = (imagenet_train_transform(image_size, crop_scale, jitter, affine_degrees) if is_train
+                         else imagenet_eval_transform(image_size))
+            dataset = image_folder(root, split, transform, skip_bad_images)
+            loaders[split] = make_loader(dataset, batch_size, train=is_train, num_workers=num_workers, seed=seed)
+            continue
+        size = (cache_size or default_canvas_size(image_size)) if is_train else image_size
+        cache = FolderCache(root, split, kind="canvas" if is_train else "eval", size=size, cache_dir=cache_dir,
+                            progress=progress, skip_bad_images=skip_bad_images)
+        loaders[split] = CachedFolderLoader(cache, batch_size, train=is_train, image_size=image_size, seed=seed,
+                                            crop_scale=crop_scale, jitter=jitter, affine_degrees=affine_degrees,
+                                            num_workers=num_workers, device=device)
     return loaders, classes
