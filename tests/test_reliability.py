@@ -198,11 +198,14 @@ def _break_images(folder):
     (folder / "garbage.jpg").write_bytes(b"not a jpeg at all" * 10)
 
 
-def test_corrupt_jpeg_is_an_error_naming_it_by_default(tmp_path):
+@pytest.mark.parametrize("pipeline", ["naive", "cached"])
+def test_corrupt_jpeg_is_an_error_naming_it_by_default(tmp_path, pipeline):
     root = _image_tree(tmp_path)
     _break_images(root / "train" / "cat")
-    loaders, _ = data.folder_loaders(root, image_size=16, batch_size=8)
+    # the cached pipeline decodes everything while building its cache, the naive one when a batch is read
     with pytest.raises(ValueError, match=r"cannot read image .*(truncated|garbage)\.jpg.*skip_bad_images=True"):
+        loaders, _ = data.folder_loaders(root, image_size=16, batch_size=8, pipeline=pipeline,
+                                         cache_dir=tmp_path / "cache", progress=False)
         list(loaders["train"])
     _break_images(root / "val" / "dog")
     flat = data.FlatImageFolder(root / "val" / "dog", transforms.ToTensor())
@@ -214,7 +217,11 @@ def test_skip_bad_images_skips_them_and_says_how_many(tmp_path):
     root = _image_tree(tmp_path)
     _break_images(root / "train" / "cat")
     with pytest.warns(UserWarning, match=r"skipped 2 of 6 images under .*train"):
-        loaders, _ = data.folder_loaders(root, image_size=16, batch_size=8, skip_bad_images=True)
+        cached, _ = data.folder_loaders(root, image_size=16, batch_size=8, skip_bad_images=True,
+                                        cache_dir=tmp_path / "cache", progress=False)
+    assert len(cached["train"].cache.samples) == 4 and sum(len(y) for _, y in cached["train"]) == 4
+    with pytest.warns(UserWarning, match=r"skipped 2 of 6 images under .*train"):
+        loaders, _ = data.folder_loaders(root, image_size=16, batch_size=8, skip_bad_images=True, pipeline="naive")
     dataset = loaders["train"].dataset
     assert len(dataset) == 4 and sorted(os.path.basename(p) for p in dataset.skipped_images) == \
         ["garbage.jpg", "truncated.jpg"]
