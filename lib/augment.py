@@ -128,11 +128,13 @@ def normalize(images, mean, std, out=None, max_value=255):
     return out.mul_(scale).add_(shift)
 
 
-def color_jitter(images, params, buffers=None):
-    """ColorJitter with per-image `params` on uint8-valued N x 3 x H x W (uint8, or float 0..255).
+def color_jitter(images, params, std=(1.0, 1.0, 1.0), buffers=None):
+    """ColorJitter with per-image `params` on uint8-valued N x 3 x H x W (uint8, or float 0..255), scaled by std.
 
-    Returns float values in [0.5, 255.5]: the colour matrix (plus 0.5 for rounding) as one batched matrix product,
-    then one clamp; `to_uint8` finishes. `buffers`: a dict for reusable scratch tensors; the result lives in it.
+    Returns the jittered colour in [0, 1] divided by `std` per channel, i.e. the normalised image minus the
+    normalised black: black (the affine's fill) stays 0, and adding -mean/std finishes the normalisation. The colour
+    matrix and all scalings make one batched matrix product, then one clamp. `buffers`: a dict for reusable scratch
+    tensors; the result lives in it.
     """
     n, c, h, w = images.shape
     device = images.device
@@ -140,23 +142,21 @@ def color_jitter(images, params, buffers=None):
     x.view(n, c, h, w).copy_(images)
     p = {k: params[k].to(device) for k in ("brightness", "contrast", "saturation", "order")}
     matrix, offset = color_jitter_matrices(x.mean(2), p["brightness"], p["contrast"], p["saturation"], p["order"])
+    scale = 1 / (255 * torch.tensor(std, device=device, dtype=torch.float32))
     result = scratch(buffers, "jitter_out", (n, c, h * w), torch.float32, device)
-    # +0.5 so that `to_uint8`'s truncation rounds, as PIL does after each step; black stays 0
-    torch.baddbmm(offset[:, :, None] + 0.5, matrix, x, out=result)
-    return result.clamp_(0.5, 255.5).view(n, c, h, w)
+    torch.baddbmm((offset * scale)[:, :, None], matrix * scale[None, :, None], x, out=result)
+    for channel, s in enumerate(std):
+        result[:, channel].clamp_(0, 1 / s)
+    return result.view(n, c, h, w)
 
 
-def to_uint8(images):
-    """Float 0..255.5 (from `color_jitter`, after `flip_affine`'s black fill) to uint8 by truncation."""
-    return torch.empty(images.shape, dtype=torch.uint8, device=images.device).copy_(images)
-
-
-def flip_affine(images, flip, angle, tx, ty, buffers=None):
+def flip_affine(images, flip, angle, tx, ty, buffers=None, out=None):
     """Horizontal flip, then rotation about the centre by `angle` degrees and translation by (tx, ty) pixels.
 
     Nearest-neighbour sampling with 0 (black) where the source falls outside the image: RandomHorizontalFlip
     followed by RandomAffine(degrees, translate) with its default interpolation and fill. The flip and the affine
-    map compose into one matrix per image, so the batch is resampled once (affine_grid + grid_sample).
+    map compose into one matrix per image, so the batch is resampled once (affine_grid + grid_sample), into `out`
+    when given.
     """
     n, c, h, w = images.shape
     device = images.device
@@ -170,11 +170,11 @@ def flip_affine(images, flip, angle, tx, ty, buffers=None):
     sign = 1 - 2 * flip.to(device, torch.float32)  # flipping the source negates its x coordinate
     matrix = torch.stack([torch.stack([sign * a, sign * b, sign * ox], 1), torch.stack([cc, d, oy], 1)], 1)
     grid = affine_grid(matrix, h, w, out=scratch(buffers, "grid", (n, h, w, 2), torch.float32, device))
-    if buffers is None:
-        return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    # F.grid_sample's op with an output buffer (interpolation 1 = nearest, padding 0 = zeros), reused per batch
-    out = scratch(buffers, "affine_out", (n, c, h, w), torch.float32, device)
-    return torch.ops.aten.grid_sampler_2d.out(images.contiguous(), grid, 1, 0, False, out=out)
+    if out is not None and device.type == "cpu":
+        # F.grid_sample's op (interpolation 1 = nearest, padding 0 = zeros) writing into `out`
+        return torch.ops.aten.grid_sampler_2d.out(images.contiguous(), grid, 1, 0, False, out=out)
+    result = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return result if out is None else out.copy_(result)
 
 
 def affine_grid(matrix, h, w, out=None):

@@ -547,17 +547,18 @@ class CachedFolderLoader:
     """Batches (images, labels) from a FolderCache, augmented per batch with tensor ops; the fast folder pipeline.
 
     Training batches: RandomResizedCrop (drawn on the original image sizes), horizontal flip, colour jitter and
-    RandomAffine, as `imagenet_train_transform` does, rounded to uint8 as PIL's steps are, then ImageNet
-    normalisation. Evaluation batches: the cached centre crops, normalised. Shuffle and augmentation come from a
+    RandomAffine, as `imagenet_train_transform` does, with ImageNet normalisation. Evaluation batches: the cached centre crops, normalised. Shuffle and augmentation come from a
     generator seeded by (seed, epoch), drawn for the whole epoch up front, so an epoch is the same with or without
     resume and with any number of workers.
 
-    num_workers: worker processes (single-threaded, like DataLoader's) that each augment whole batches and send
-    them as uint8; the main process only normalises. 0: everything in the main process, on torch's threads.
+    num_workers: worker processes (single-threaded, like DataLoader's) that each augment whole batches; 0: the
+    main process does it, on torch's threads.
     device: where the augmentation runs. On CUDA the stored uint8 images go through pinned memory with
     non_blocking copies and the rest happens on the GPU, in the main process. On the CPU with CUDA present,
     batches are returned in pinned memory so the training loop's non_blocking copy overlaps.
     """
+
+    CHUNK = 16  # images per pass through the float stages on the CPU
 
     def __init__(self, cache, batch_size, *, train, image_size, seed=0, crop_scale=(0.08, 1.0),
                  crop_ratio=(3 / 4, 4 / 3), jitter=0.2, affine_degrees=10, translate=0.1, mean=IMAGENET_MEAN,
@@ -573,11 +574,12 @@ class CachedFolderLoader:
         self.num_workers, self.device, self.drop_last, self.epoch = num_workers, torch.device(device), drop_last, 0
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._buffers = {}  # scratch tensors reused from batch to batch (see augment.scratch)
+        self._workers = None  # the DataLoader of worker processes, made on first use
         # the CPU reads only each crop's window from the memory map and resizes uint8; a GPU gets whole images
         self.read_windows = self.device.type == "cpu"
 
     def __getstate__(self):
-        return {**self.__dict__, "_buffers": {}}  # worker processes make their own scratch tensors
+        return {**self.__dict__, "_buffers": {}, "_workers": None}  # workers make their own scratch tensors
 
     def set_epoch(self, epoch):
         """Choose the epoch whose shuffle and augmentation the next iteration replays."""
@@ -587,9 +589,10 @@ class CachedFolderLoader:
         n = len(self.cache)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch_plan(self):
-        """The epoch's order of images and, for training, every random augmentation choice (per image)."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def epoch_plan(self, epoch=None):
+        """An epoch's order of images and, for training, every random augmentation choice (per image)."""
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.cache)
         if not self.train:
             return torch.arange(n), None
@@ -608,65 +611,103 @@ class CachedFolderLoader:
         np.take(self.cache.images, rows.numpy(), axis=0, out=host.numpy())
         return host.to(self.device, non_blocking=True) if on_gpu else host
 
-    def augmented_uint8(self, order, params, i):
-        """Training batch `i` of an epoch plan, augmented, as uint8 N x 3 x size x size, and its labels (CPU)."""
+    def _output(self, n, pin):
+        """A fresh batch tensor on the device; pinned when the training loop will copy it to a GPU."""
+        return torch.empty((n, 3, self.image_size, self.image_size), device=self.device, pin_memory=pin)
+
+    def augmented_batch(self, order, params, i, pin=False):
+        """Training batch `i` of an epoch plan: augmented, normalised images and their labels.
+
+        On the CPU the batch goes through the float stages in chunks of 16 images, so the intermediates stay in
+        the processor's cache and in reused buffers; `pin` puts the result in pinned memory.
+        """
         span = slice(i * self.batch_size, (i + 1) * self.batch_size)
         rows = order[span]
         p = {k: v[span] for k, v in params.items()}
         sizes = self.cache.original_sizes[rows]
         boxes = torch.stack(augment.canvas_boxes(p, sizes[:, 0], sizes[:, 1], self.cache.size), 1).tolist()
+        n = len(rows)
+        out = self._output(n, pin)
+        black = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=self.device).view(1, 3, 1, 1)
         if self.read_windows:
-            sources = [torch.from_numpy(np.array(self.cache.images[r, y:y + h, x:x + w]))
-                       for r, (y, x, h, w) in zip(rows.tolist(), boxes)]
-            crops = [augment.resized_crop(s, 0, 0, s.shape[0], s.shape[1], self.image_size) for s in sources]
+            row_list = rows.tolist()
         else:
             stored = self._stored(rows)
-            crops = [augment.resized_crop(stored[k], y, x, h, w, self.image_size)
-                     for k, (y, x, h, w) in enumerate(boxes)]
+        chunk = self.CHUNK if self.device.type == "cpu" else n
         buffers = self._buffers if self.device.type == "cpu" else None
-        images = augment.color_jitter(torch.stack(crops), p, buffers)
-        images = augment.flip_affine(images, p["flip"], p["angle"], p["tx"], p["ty"], buffers)
-        return augment.to_uint8(images), self.cache.targets[rows]
-
-    def _finish(self, images, labels):
-        """Normalise a uint8 batch into a fresh float tensor (pinned if a GPU will receive it) on the device."""
-        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        pin = self.pin_memory and self.device.type == "cpu"
-        out = torch.empty(images.shape, pin_memory=pin, device=self.device)
-        if pin:
-            labels = labels.pin_memory()
-        return augment.normalize(images, self.mean, self.std, out=out), labels
+        for start in range(0, n, chunk):
+            part = slice(start, min(n, start + chunk))
+            if self.read_windows:  # only the crop windows are read from the memory map
+                crops = [augment.resized_crop(torch.from_numpy(np.array(self.cache.images[row_list[k], y:y + h,
+                                                                                          x:x + w])),
+                                              0, 0, h, w, self.image_size)
+                         for k, (y, x, h, w) in zip(range(part.start, part.stop), boxes[part])]
+            else:
+                crops = [augment.resized_crop(stored[k], y, x, h, w, self.image_size)
+                         for k, (y, x, h, w) in zip(range(part.start, part.stop), boxes[part])]
+            q = {k: v[part] for k, v in p.items()}
+            colour = augment.color_jitter(torch.stack(crops), q, self.std, buffers)
+            augment.flip_affine(colour, q["flip"], q["angle"], q["tx"], q["ty"], buffers, out=out[part])
+            out[part].add_(black)
+        labels = self.cache.targets[rows]
+        return out, (labels.pin_memory() if pin else labels.to(self.device))
 
     def make_batch(self, order, params, i):
         """Batch `i` of an epoch plan: (normalised float images N x 3 x size x size, int64 labels)."""
+        pin = self.pin_memory and self.device.type == "cpu"
         if self.train:
-            return self._finish(*self.augmented_uint8(order, params, i))
+            return self.augmented_batch(order, params, i, pin)
         rows = order[i * self.batch_size:(i + 1) * self.batch_size]
-        return self._finish(self._stored(rows).permute(0, 3, 1, 2), self.cache.targets[rows])
+        images = augment.normalize(self._stored(rows).permute(0, 3, 1, 2), self.mean, self.std,
+                                   out=self._output(len(rows), pin))
+        labels = self.cache.targets[rows]
+        return images, (labels.pin_memory() if pin else labels.to(self.device))
 
     def __iter__(self):
-        order, params = self.epoch_plan()
-        if self.num_workers <= 0 or not self.train or self.device.type != "cpu":
-            for i in range(len(self)):
-                yield self.make_batch(order, params, i)
+        if self.num_workers > 0 and self.train and self.device.type == "cpu":
+            if self._workers is None:  # persistent: started once, told the epoch with every batch they make
+                self._workers = DataLoader(_PlannedBatches(self), sampler=_EpochBatches(self), batch_size=None,
+                                           num_workers=self.num_workers, persistent_workers=True,
+                                           pin_memory=self.pin_memory)
+            yield from self._workers
             return
-        # workers return whole augmented batches in order (batch_size=None), so the stream is deterministic
-        batches = DataLoader(_PlannedBatches(self, order, params), batch_size=None, num_workers=self.num_workers)
-        for images, labels in batches:
-            yield self._finish(images, labels)
+        order, params = self.epoch_plan()
+        for i in range(len(self)):
+            yield self.make_batch(order, params, i)
 
 
-class _PlannedBatches(Dataset):
-    """The training batches of one epoch plan as a dataset, for DataLoader's worker processes."""
+class _EpochBatches(torch.utils.data.Sampler):
+    """(epoch, batch index) for every batch of the loader's current epoch."""
 
-    def __init__(self, loader, order, params):
-        self.loader, self.order, self.params = loader, order, params
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        epoch = self.loader.epoch
+        return iter([(epoch, i) for i in range(len(self.loader))])
 
     def __len__(self):
         return len(self.loader)
 
-    def __getitem__(self, i):
-        return self.loader.augmented_uint8(self.order, self.params, i)
+
+class _PlannedBatches(Dataset):
+    """Augmented uint8 training batches by (epoch, index): what CachedFolderLoader's worker processes make.
+
+    Each worker derives the epoch's plan from (seed, epoch) itself, so the batches equal the main process's.
+    """
+
+    def __init__(self, loader):
+        self.loader, self.plan = loader, (None, None)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        if self.plan[0] != epoch:
+            self.plan = (epoch, self.loader.epoch_plan(epoch))
+        order, params = self.plan[1]
+        return self.loader.augmented_batch(order, params, i)
 
 
 def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
