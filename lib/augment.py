@@ -7,6 +7,7 @@ Drawing a whole epoch's parameters up front makes each batch a pure function of 
 """
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -131,10 +132,8 @@ def normalize(images, mean, std, out=None, max_value=255):
 def color_jitter(images, params, std=(1.0, 1.0, 1.0), buffers=None):
     """ColorJitter with per-image `params` on uint8-valued N x 3 x H x W (uint8, or float 0..255), scaled by std.
 
-    Returns the jittered colour in [0, 1] divided by `std` per channel, i.e. the normalised image minus the
-    normalised black: black (the affine's fill) stays 0, and adding -mean/std finishes the normalisation. The colour
-    matrix and all scalings make one batched matrix product, then one clamp. `buffers`: a dict for reusable scratch
-    tensors; the result lives in it.
+    Returns the jittered colour in [0, 1] divided by `std` per channel (the normalised image minus the normalised
+    black): one batched matrix product, then one clamp. The reference form of what `finish_train_batch` fuses.
     """
     n, c, h, w = images.shape
     device = images.device
@@ -150,57 +149,103 @@ def color_jitter(images, params, std=(1.0, 1.0, 1.0), buffers=None):
     return result.view(n, c, h, w)
 
 
-def flip_affine(images, flip, angle, tx, ty, buffers=None, out=None):
-    """Horizontal flip, then rotation about the centre by `angle` degrees and translation by (tx, ty) pixels.
+def affine_source_index(flip, angle, tx, ty, height, width, buffers=None):
+    """Nearest source pixel of every output pixel of a horizontal flip followed by RandomAffine (rotation about the
+    centre by `angle` degrees, then a shift by (tx, ty) pixels), as N x H*W int32 flat indices into the image
+    padded by one black pixel on each side ((H + 2) x (W + 2)).
 
-    Nearest-neighbour sampling with 0 (black) where the source falls outside the image: RandomHorizontalFlip
-    followed by RandomAffine(degrees, translate) with its default interpolation and fill. The flip and the affine
-    map compose into one matrix per image, so the batch is resampled once (affine_grid + grid_sample), into `out`
-    when given.
+    Sources outside the image are clamped into that padding, so they read black: RandomAffine's fill. Coordinates
+    are rounded half to even, as grid_sample's nearest mode rounds them. The map is affine, so each coordinate is
+    one broadcast sum of a per-column and a per-row term.
     """
-    n, c, h, w = images.shape
-    device = images.device
-    theta = angle.to(device, torch.float32) * (math.pi / 180)
+    device = angle.device
+    n = len(angle)
+    theta = angle.to(torch.float32) * (math.pi / 180)
     cos, sin = torch.cos(theta), torch.sin(theta)
-    tx, ty = tx.to(device, torch.float32), ty.to(device, torch.float32)
-    # source = R(-angle) (p - t) in pixels from the centre; normalised coordinates scale x by w/2 and y by h/2
-    a, b, cc, d = cos, sin * (h / w), -sin * (w / h), cos
-    ox = -(cos * tx + sin * ty) * (2 / w)
-    oy = -(-sin * tx + cos * ty) * (2 / h)
-    sign = 1 - 2 * flip.to(device, torch.float32)  # flipping the source negates its x coordinate
-    matrix = torch.stack([torch.stack([sign * a, sign * b, sign * ox], 1), torch.stack([cc, d, oy], 1)], 1)
-    grid = affine_grid(matrix, h, w, out=scratch(buffers, "grid", (n, h, w, 2), torch.float32, device))
-    if out is not None and device.type == "cpu":
-        # F.grid_sample's op (interpolation 1 = nearest, padding 0 = zeros) writing into `out`
-        return torch.ops.aten.grid_sampler_2d.out(images.contiguous(), grid, 1, 0, False, out=out)
-    result = F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return result if out is None else out.copy_(result)
+    sign = 1 - 2 * flip.to(device, torch.float32)  # the flip mirrors the source's x about the centre
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    dx = torch.arange(width, device=device, dtype=torch.float32)[None] - cx - tx.to(device, torch.float32)[:, None]
+    dy = torch.arange(height, device=device, dtype=torch.float32)[None] - cy - ty.to(device, torch.float32)[:, None]
+    # source = centre + R(-angle) (p - centre - t), x mirrored when flipped
+    xs = scratch(buffers, "index_x", (n, height, width), torch.float32, device)
+    ys = scratch(buffers, "index_y", (n, height, width), torch.float32, device)
+    torch.add((sign * cos)[:, None, None] * dx[:, None, :], ((sign * sin)[:, None] * dy + cx)[:, :, None], out=xs)
+    torch.add(-sin[:, None, None] * dx[:, None, :], (cos[:, None] * dy + cy)[:, :, None], out=ys)
+    xs.round_().clamp_(-1, width)
+    ys.round_().clamp_(-1, height)
+    torch.add(xs, ys, alpha=width + 2, out=xs).add_(width + 3)  # (y + 1) * (W + 2) + (x + 1), exact in float32
+    index = scratch(buffers, "index", (n, height * width), torch.int32, device)
+    return index.copy_(xs.view(n, -1))
 
 
-def affine_grid(matrix, h, w, out=None):
-    """F.affine_grid(matrix, (n, c, h, w), align_corners=False), built from two broadcast sums (it is separable)
-    instead of a batched matmul with an inner size of 3, which is slow on CPUs."""
-    n = len(matrix)
-    u = (torch.arange(w, device=matrix.device, dtype=matrix.dtype) * 2 + 1) / w - 1
-    v = (torch.arange(h, device=matrix.device, dtype=matrix.dtype) * 2 + 1) / h - 1
-    grid = torch.empty(n, h, w, 2, device=matrix.device, dtype=matrix.dtype) if out is None else out
-    for k in range(2):
-        along_x = matrix[:, k, 0, None, None] * u[None, None, :]
-        along_y = matrix[:, k, 1, None, None] * v[None, :, None] + matrix[:, k, 2, None, None]
-        torch.add(along_x, along_y, out=grid[..., k])
-    return grid
+def flip_affine(images, flip, angle, tx, ty):
+    """Horizontal flip, then RandomAffine's rotation and shift with nearest sampling and black fill, for any
+    N x C x H x W tensor: a gather through `affine_source_index`."""
+    n, c, h, w = images.shape
+    index = affine_source_index(flip, angle.to(images.device), tx, ty, h, w).long()
+    padded = F.pad(images, (1, 1, 1, 1)).reshape(n, c, -1)
+    return torch.gather(padded, 2, index[:, None].expand(n, c, h * w)).view(n, c, h, w)
 
 
-def resized_crop(image_hwc, top, left, height, width, size):
-    """Crop an H x W x 3 image (uint8 on the CPU, any dtype elsewhere) and resize it to size x size, antialiased.
+def resize_into(window_hwc, out_hwc):
+    """Resize an h x w x 4 uint8 window into `out_hwc` (S x S x 4 uint8), bilinear with antialiasing, as PIL's
+    resize in RandomResizedCrop; the result is rounded to uint8, as PIL's is.
 
-    Bilinear with antialiasing, as RandomResizedCrop on a PIL image does; uint8 on the CPU takes torch's fast
-    vectorised path, other devices work in float.
+    On the CPU torch's vectorised uint8 kernel writes straight into `out_hwc` (channels-last, no copy); on other
+    devices the resize runs in float.
     """
-    crop = image_hwc[top:top + height, left:left + width].permute(2, 0, 1)[None]
-    if crop.device.type != "cpu":
-        crop = crop.float()
-    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    size = list(out_hwc.shape[:2])
+    source = window_hwc.permute(2, 0, 1)[None]
+    if source.device.type == "cpu" and source.dtype == torch.uint8:
+        torch.ops.aten._upsample_bilinear2d_aa.out(source, size, False, None, None, out=out_hwc.permute(2, 0, 1)[None])
+        return out_hwc
+    resized = F.interpolate(source.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out_hwc.copy_(resized[0].permute(1, 2, 0).round_().clamp_(0, 255))
+
+
+OPAQUE = torch.tensor([0, 0, 0, 255], dtype=torch.uint8).view(torch.int32).item()  # RGBX word with X = 255
+
+
+def finish_train_batch(resized, params, mean, std, out, buffers=None):
+    """The rest of the training transform for resized crops N x S x S x 4 (uint8 RGBX): flip, colour jitter,
+    RandomAffine and normalisation, written into `out` (N x 3 x S x S float32). Returns `out`.
+
+    Each pixel is one 32-bit word, so the flip and the affine are a single gather of words from the crops padded
+    with transparent black. The colour matrix acts on (R, G, B, X) with ColorJitter's offset riding on X (255 for
+    image pixels, 0 for the fill), so the fill stays black through the jitter; normalisation is folded into the same
+    matrix product, and one clamp per channel keeps the colour in [0, 1] as ColorJitter does.
+    """
+    n, h, w, _ = resized.shape
+    device = resized.device
+    # ColorJitter's contrast uses the mean of the image before the affine moves it
+    if device.type == "cpu":  # rows first, so the inner loop runs over contiguous bytes
+        rows = resized.numpy().reshape(n, h, w * 4).sum(1, dtype=np.uint32)
+        sums = torch.from_numpy(rows.reshape(n, w, 4).sum(1)[:, :3].astype(np.float32))
+    else:
+        sums = resized[..., :3].reshape(n, -1, 3).sum(1, dtype=torch.float32)
+    matrix, offset = color_jitter_matrices(sums / (h * w), *(params[k].to(device) for k in
+                                                              ("brightness", "contrast", "saturation", "order")))
+    std_t = torch.tensor(std, device=device, dtype=torch.float32)
+    scale = 1 / (255 * std_t)
+    colour = torch.cat([matrix * scale[None, :, None], (offset * scale / 255)[:, :, None]], 2)  # N x 3 x 4
+    shift = (-torch.tensor(mean, device=device, dtype=torch.float32) / std_t)
+
+    padded = scratch(buffers, "padded", (n, h + 2, w + 2), torch.int32, device)
+    for border in (padded[:, 0], padded[:, -1], padded[:, :, 0], padded[:, :, -1]):
+        border.zero_()
+    torch.bitwise_or(resized.view(torch.int32)[..., 0], OPAQUE, out=padded[:, 1:-1, 1:-1])
+    index = affine_source_index(params["flip"], params["angle"].to(device), params["tx"], params["ty"], h, w,
+                                buffers)
+    if n > 1:  # one gather for the whole chunk: offset each image's indices to its own padded plane
+        index += torch.arange(n, device=device, dtype=torch.int32)[:, None] * ((h + 2) * (w + 2))
+    words = scratch(buffers, "words", (n, h * w), torch.int32, device)
+    torch.index_select(padded.view(-1), 0, index.view(-1), out=words.view(-1))
+    pixels = scratch(buffers, "pixels", (n, 4, h * w), torch.float32, device)
+    pixels.copy_(words.view(torch.uint8).view(n, h * w, 4).permute(0, 2, 1))
+    torch.baddbmm(shift.view(1, 3, 1), colour, pixels, out=out.view(n, 3, h * w))
+    for channel in range(3):
+        out[:, channel].clamp_(float(shift[channel]), float(shift[channel] + 1 / std_t[channel]))
+    return out
 
 
 def canvas_boxes(params, heights, widths, canvas_size):

@@ -1,11 +1,14 @@
 """The on-disk formats (CIFAR batches, ImageFolder, flat unlabeled test folder) and the loaders that feed models."""
+import collections
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -385,7 +388,7 @@ def set_epoch(loader, epoch):
 
 # ---------------------------------------------------------------- decoded-once caches of image folders
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: training canvases hold RGBX words (4 channels)
 
 
 def default_canvas_size(image_size):
@@ -414,20 +417,22 @@ def _largest_side(path):
 
 
 def _decode_for_cache(path, kind, size):
-    """One cache entry: (H x W x 3 uint8 array, (original height, original width))."""
+    """One cache entry: (uint8 array, (original height, original width)); H x W x 3 for eval, x 4 (RGBX) for canvas."""
     from PIL import Image
     if kind == "eval":
         image = open_rgb(path)
         return np.asarray(imagenet_eval_geometry(size)(image)), image.size[::-1]
     image = open_rgb(path, draft=(size, size))
     original_w, original_h = image.info["original_size"]
-    return np.asarray(image.resize((size, size), Image.BILINEAR)), (original_h, original_w)
+    # a fourth byte per pixel lets the augmentation move whole pixels as 32-bit words
+    return np.asarray(image.resize((size, size), Image.BILINEAR).convert("RGBA")), (original_h, original_w)
 
 
 class FolderCache:
-    """One split of an ImageFolder tree, decoded once into a memory-mapped uint8 array N x size x size x 3.
+    """One split of an ImageFolder tree, decoded once into a memory-mapped uint8 array N x size x size x channels.
 
-    kind="canvas" (for training): each image resized to size x size without keeping its aspect ratio, with its
+    kind="canvas" (for training, 4 channels: RGB and a constant 255, so that a pixel is one 32-bit word for the
+    batch augmentation): each image resized to size x size without keeping its aspect ratio, with its
     original height and width recorded, so random crops are drawn in the original's coordinates exactly as
     RandomResizedCrop draws them and only then mapped into the stored copy. `size` is lowered to the largest side
     of the split's images when they are all smaller (no point storing upsampled pixels); `self.size` is the size
@@ -448,6 +453,7 @@ class FolderCache:
         split_dir = os.path.join(root, split)
         folder = image_folder(root, split, None, skip_bad_images)  # only lists files: ImageFolder's order/labels
         self.root, self.split, self.kind, self.size = root, split, kind, size
+        self.channels = 4 if kind == "canvas" else 3
         self.classes, self.samples = folder.classes, folder.samples
         self.targets = torch.tensor(folder.targets, dtype=torch.int64)
         key = _files_key(self.samples, split_dir, kind, size)
@@ -478,7 +484,7 @@ class FolderCache:
         except (OSError, ValueError):
             return None
         size = meta.get("size")
-        if meta.get("key") != key or shape != (len(self.samples), size, size, 3):
+        if meta.get("key") != key or shape != (len(self.samples), size, size, self.channels):
             return None
         return meta
 
@@ -496,7 +502,8 @@ class FolderCache:
         try:
             if self.kind == "canvas":
                 self.size = max(1, min(self.size, max(_largest_side(path) for path, _ in self.samples)))
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, self.size, self.size, 3))
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                              shape=(n, self.size, self.size, self.channels))
 
             def work(i):
                 array[i], original_sizes[i] = _decode_for_cache(self.samples[i][0], self.kind, self.size)
@@ -540,25 +547,27 @@ class FolderCache:
 
     def __getitem__(self, i):
         """(uint8 3 x size x size image, label), as stored."""
-        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1), int(self.targets[i])
+        return torch.from_numpy(np.array(self.images[i, :, :, :3])).permute(2, 0, 1), int(self.targets[i])
 
 
 class CachedFolderLoader:
     """Batches (images, labels) from a FolderCache, augmented per batch with tensor ops; the fast folder pipeline.
 
     Training batches: RandomResizedCrop (drawn on the original image sizes), horizontal flip, colour jitter and
-    RandomAffine, as `imagenet_train_transform` does, with ImageNet normalisation. Evaluation batches: the cached centre crops, normalised. Shuffle and augmentation come from a
-    generator seeded by (seed, epoch), drawn for the whole epoch up front, so an epoch is the same with or without
-    resume and with any number of workers.
+    RandomAffine, as `imagenet_train_transform` does, with ImageNet normalisation. Evaluation batches: the cached
+    centre crops, normalised. Shuffle and augmentation come from a generator seeded by (seed, epoch), drawn for
+    the whole epoch up front, so an epoch is the same with or without resume and with any number of workers.
 
-    num_workers: worker processes (single-threaded, like DataLoader's) that each augment whole batches; 0: the
-    main process does it, on torch's threads.
-    device: where the augmentation runs. On CUDA the stored uint8 images go through pinned memory with
-    non_blocking copies and the rest happens on the GPU, in the main process. On the CPU with CUDA present,
-    batches are returned in pinned memory so the training loop's non_blocking copy overlaps.
+    num_workers: background threads that each make whole training batches on one core (torch releases the GIL in
+    its kernels, so threads run in parallel without copying batches between processes); 0: the iterating thread
+    makes them, on torch's threads. Batches are written into a few reused output tensors, each reused only once
+    nothing outside the loader refers to it any more (fresh memory costs a page fault per 4 KiB).
+    device: where the augmentation runs. On CUDA the stored images go through pinned memory with non_blocking
+    copies and the rest happens on the GPU, in the iterating thread. On the CPU with CUDA present, batches are
+    returned in pinned memory so the training loop's non_blocking copy overlaps.
     """
 
-    CHUNK = 16  # images per pass through the float stages on the CPU
+    CHUNK = 16  # images per pass through the pixel stages on the CPU: their intermediates stay in the caches
 
     def __init__(self, cache, batch_size, *, train, image_size, seed=0, crop_scale=(0.08, 1.0),
                  crop_ratio=(3 / 4, 4 / 3), jitter=0.2, affine_degrees=10, translate=0.1, mean=IMAGENET_MEAN,
@@ -573,13 +582,18 @@ class CachedFolderLoader:
         self.affine_degrees, self.translate, self.mean, self.std = affine_degrees, translate, mean, std
         self.num_workers, self.device, self.drop_last, self.epoch = num_workers, torch.device(device), drop_last, 0
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self._buffers = {}  # scratch tensors reused from batch to batch (see augment.scratch)
-        self._workers = None  # the DataLoader of worker processes, made on first use
-        # the CPU reads only each crop's window from the memory map and resizes uint8; a GPU gets whole images
-        self.read_windows = self.device.type == "cpu"
+        self._buffers = {}  # scratch tensors of the iterating thread, reused from batch to batch
+        self._outputs, self._lock = [], threading.Lock()
+        self._threads = None  # the worker threads, started on first use
+        # the CPU reads only each crop's window from the memory map; a GPU gets whole images
+        self.windows_from_map = self.device.type == "cpu"
 
     def __getstate__(self):
-        return {**self.__dict__, "_buffers": {}, "_workers": None}  # workers make their own scratch tensors
+        return {**self.__dict__, "_buffers": {}, "_outputs": [], "_lock": None, "_threads": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def set_epoch(self, epoch):
         """Choose the epoch whose shuffle and augmentation the next iteration replays."""
@@ -604,7 +618,7 @@ class CachedFolderLoader:
         return order, params
 
     def _stored(self, rows):
-        """The stored uint8 images of `rows` (N x H x W x 3) from the memory map, on the augmentation device."""
+        """The stored uint8 images of `rows` (N x H x W x C) from the memory map, on the augmentation device."""
         shape = (len(rows),) + self.cache.images.shape[1:]
         on_gpu = self.device.type == "cuda"
         host = torch.empty(shape, dtype=torch.uint8, pin_memory=on_gpu)
@@ -612,51 +626,56 @@ class CachedFolderLoader:
         return host.to(self.device, non_blocking=True) if on_gpu else host
 
     def _output(self, n, pin):
-        """A fresh batch tensor on the device; pinned when the training loop will copy it to a GPU."""
-        return torch.empty((n, 3, self.image_size, self.image_size), device=self.device, pin_memory=pin)
+        """A batch tensor N x 3 x size x size: pinned when the training loop will copy it to a GPU; on the CPU a
+        reused one that nothing outside the loader refers to any more, else a fresh one (kept for reuse)."""
+        shape = (n, 3, self.image_size, self.image_size)
+        if pin or self.device.type != "cpu":
+            return torch.empty(shape, device=self.device, pin_memory=pin)
+        with self._lock:  # hand out views: each one counts as a user of the memory while it lives
+            for held in self._outputs:
+                # 2 = the list's tensor + the temporary storage object: no batch handed out still uses it
+                if held.shape == shape and _storage_users(held) == 2:
+                    return held.view(shape)
+            fresh = torch.empty(shape)
+            if len(self._outputs) < 2 * self.num_workers + 4:
+                self._outputs.append(fresh)
+            return fresh.view(shape)
 
-    def augmented_batch(self, order, params, i, pin=False):
+    def augmented_batch(self, order, params, i, pin=False, buffers=None):
         """Training batch `i` of an epoch plan: augmented, normalised images and their labels.
 
-        On the CPU the batch goes through the float stages in chunks of 16 images, so the intermediates stay in
-        the processor's cache and in reused buffers; `pin` puts the result in pinned memory.
+        Each image's crop window is read from the memory map (on the CPU) and resized as uint8 into an RGBX
+        buffer; then `augment.finish_train_batch` does the flip, jitter, affine and normalisation for a chunk of
+        images at once, writing into the output. `buffers` holds the calling thread's scratch tensors.
         """
         span = slice(i * self.batch_size, (i + 1) * self.batch_size)
         rows = order[span]
         p = {k: v[span] for k, v in params.items()}
         sizes = self.cache.original_sizes[rows]
         boxes = torch.stack(augment.canvas_boxes(p, sizes[:, 0], sizes[:, 1], self.cache.size), 1).tolist()
-        n = len(rows)
+        n, size, from_map = len(rows), self.image_size, self.windows_from_map
         out = self._output(n, pin)
-        black = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=self.device).view(1, 3, 1, 1)
-        if self.read_windows:
-            row_list = rows.tolist()
-        else:
-            stored = self._stored(rows)
+        stored = None if from_map else self._stored(rows)
+        row_list = rows.tolist()
         chunk = self.CHUNK if self.device.type == "cpu" else n
-        buffers = self._buffers if self.device.type == "cpu" else None
         for start in range(0, n, chunk):
-            part = slice(start, min(n, start + chunk))
-            if self.read_windows:  # only the crop windows are read from the memory map
-                crops = [augment.resized_crop(torch.from_numpy(np.array(self.cache.images[row_list[k], y:y + h,
-                                                                                          x:x + w])),
-                                              0, 0, h, w, self.image_size)
-                         for k, (y, x, h, w) in zip(range(part.start, part.stop), boxes[part])]
-            else:
-                crops = [augment.resized_crop(stored[k], y, x, h, w, self.image_size)
-                         for k, (y, x, h, w) in zip(range(part.start, part.stop), boxes[part])]
-            q = {k: v[part] for k, v in p.items()}
-            colour = augment.color_jitter(torch.stack(crops), q, self.std, buffers)
-            augment.flip_affine(colour, q["flip"], q["angle"], q["tx"], q["ty"], buffers, out=out[part])
-            out[part].add_(black)
+            part = range(start, min(n, start + chunk))
+            resized = augment.scratch(buffers, "resized", (len(part), size, size, 4), torch.uint8, self.device)
+            for k in part:
+                y, x, h, w = boxes[k]
+                window = (torch.from_numpy(np.array(self.cache.images[row_list[k], y:y + h, x:x + w])) if from_map
+                          else stored[k, y:y + h, x:x + w])
+                augment.resize_into(window, resized[k - start])
+            augment.finish_train_batch(resized, {key: v[part.start:part.stop] for key, v in p.items()}, self.mean,
+                                       self.std, out[part.start:part.stop], buffers)
         labels = self.cache.targets[rows]
         return out, (labels.pin_memory() if pin else labels.to(self.device))
 
-    def make_batch(self, order, params, i):
+    def make_batch(self, order, params, i, buffers=None):
         """Batch `i` of an epoch plan: (normalised float images N x 3 x size x size, int64 labels)."""
         pin = self.pin_memory and self.device.type == "cpu"
         if self.train:
-            return self.augmented_batch(order, params, i, pin)
+            return self.augmented_batch(order, params, i, pin, self._buffers if buffers is None else buffers)
         rows = order[i * self.batch_size:(i + 1) * self.batch_size]
         images = augment.normalize(self._stored(rows).permute(0, 3, 1, 2), self.mean, self.std,
                                    out=self._output(len(rows), pin))
@@ -664,50 +683,63 @@ class CachedFolderLoader:
         return images, (labels.pin_memory() if pin else labels.to(self.device))
 
     def __iter__(self):
-        if self.num_workers > 0 and self.train and self.device.type == "cpu":
-            if self._workers is None:  # persistent: started once, told the epoch with every batch they make
-                self._workers = DataLoader(_PlannedBatches(self), sampler=_EpochBatches(self), batch_size=None,
-                                           num_workers=self.num_workers, persistent_workers=True,
-                                           pin_memory=self.pin_memory)
-            yield from self._workers
-            return
         order, params = self.epoch_plan()
+        if self.num_workers > 0 and self.train and self.device.type == "cpu":
+            yield from self._threaded(order, params)
+            return
         for i in range(len(self)):
             yield self.make_batch(order, params, i)
 
+    def _threaded(self, order, params):
+        """The epoch's batches made by the worker threads, up to two per worker ahead, yielded in order."""
+        if self._threads is None:
+            self._threads = _start_single_threaded_workers(self.num_workers)
+        pool, local = self._threads
+        work = lambda i: self.make_batch(order, params, i, local.__dict__.setdefault("buffers", {}))  # noqa: E731
+        pending, upcoming = collections.deque(), iter(range(len(self)))
+        try:
+            for i in itertools.islice(upcoming, 2 * self.num_workers):
+                pending.append(pool.submit(work, i))
+            while pending:
+                batch = pending.popleft().result()
+                for i in itertools.islice(upcoming, 1):
+                    pending.append(pool.submit(work, i))
+                yield batch
+        finally:  # an epoch cut short: drop the batches not started
+            for future in pending:
+                future.cancel()
 
-class _EpochBatches(torch.utils.data.Sampler):
-    """(epoch, batch index) for every batch of the loader's current epoch."""
 
-    def __init__(self, loader):
-        self.loader = loader
-
-    def __iter__(self):
-        epoch = self.loader.epoch
-        return iter([(epoch, i) for i in range(len(self.loader))])
-
-    def __len__(self):
-        return len(self.loader)
+def _storage_users(tensor):
+    """How many tensors (and storage objects) share `tensor`'s memory, or a large number where torch cannot say."""
+    try:
+        return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata)
+    except (AttributeError, RuntimeError):  # never reuse what cannot be checked
+        return 1 << 30
 
 
-class _PlannedBatches(Dataset):
-    """Augmented uint8 training batches by (epoch, index): what CachedFolderLoader's worker processes make.
+def _start_single_threaded_workers(count):
+    """A pool of `count` threads whose torch kernels each use one core (as DataLoader's worker processes do), so
+    that workers and the training step do not all fan out over every core; returns (pool, thread-local state).
 
-    Each worker derives the epoch's plan from (seed, epoch) itself, so the batches equal the main process's.
+    torch's thread count is per thread once a thread has used it; the count of the calling thread is kept.
     """
+    keep = torch.get_num_threads()  # also fixes this thread's own count before the workers change the default
+    ready = threading.Barrier(count + 1)
 
-    def __init__(self, loader):
-        self.loader, self.plan = loader, (None, None)
+    def one_thread():
+        torch.get_num_threads()
+        with contextlib.suppress(RuntimeError):  # builds without per-thread counts keep the shared pool
+            torch.set_num_threads(1)
+        ready.wait()
 
-    def __len__(self):
-        return len(self.loader)
-
-    def __getitem__(self, key):
-        epoch, i = key
-        if self.plan[0] != epoch:
-            self.plan = (epoch, self.loader.epoch_plan(epoch))
-        order, params = self.plan[1]
-        return self.loader.augmented_batch(order, params, i)
+    pool = ThreadPoolExecutor(count, thread_name_prefix="cached-folder-loader")
+    for _ in range(count):
+        pool.submit(one_thread)
+    ready.wait()
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_threads(keep)
+    return pool, threading.local()
 
 
 def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
