@@ -2,8 +2,9 @@
 
 Naive = torchvision dataset + per-sample PIL transforms + DataLoader with 0 or 2 worker processes. Ours = what the
 notebooks use: CIFAR kept as one uint8 tensor and augmented per batch (TensorBatchLoader, no workers); image
-folders decoded once into a memory-mapped cache and augmented per batch (CachedFolderLoader, 0 or 2 prefetch
-threads). Same augmentations, same batch sizes. Rates are steady-state: timing starts after the first batch.
+folders decoded once into a memory-mapped cache and augmented per batch (CachedFolderLoader; with 0 workers the
+iterating thread works on torch's threads, with 2 workers two single-threaded worker threads make whole batches,
+the counterpart of the naive loader's processes). Same augmentations, same batch sizes. Rates are steady-state: timing starts after the first batch.
 
     python -m bench.input_pipeline [--repeats 5] [--device cpu|cuda]
 """

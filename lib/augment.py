@@ -3,6 +3,7 @@
 RandomResizedCrop, RandomHorizontalFlip, ColorJitter(brightness, contrast, saturation) and RandomAffine(rotation,
 translation) draw their parameters here exactly as torchvision does (same distributions, same integer rounding),
 but for many images at once from one CPU generator; the pixel work is then a few batched tensor ops on any device.
+Pixels travel as 32-bit RGBX words, so the flip, rotation and shift together are one gather per image.
 Drawing a whole epoch's parameters up front makes each batch a pure function of (seed, epoch, batch index).
 """
 import math
@@ -127,26 +128,6 @@ def normalize(images, mean, std, out=None, max_value=255):
     if out is not images:
         out.copy_(images)  # copy_ converts uint8 on a vectorised path; arithmetic with type promotion does not
     return out.mul_(scale).add_(shift)
-
-
-def color_jitter(images, params, std=(1.0, 1.0, 1.0), buffers=None):
-    """ColorJitter with per-image `params` on uint8-valued N x 3 x H x W (uint8, or float 0..255), scaled by std.
-
-    Returns the jittered colour in [0, 1] divided by `std` per channel (the normalised image minus the normalised
-    black): one batched matrix product, then one clamp. The reference form of what `finish_train_batch` fuses.
-    """
-    n, c, h, w = images.shape
-    device = images.device
-    x = scratch(buffers, "jitter_in", (n, c, h * w), torch.float32, device)
-    x.view(n, c, h, w).copy_(images)
-    p = {k: params[k].to(device) for k in ("brightness", "contrast", "saturation", "order")}
-    matrix, offset = color_jitter_matrices(x.mean(2), p["brightness"], p["contrast"], p["saturation"], p["order"])
-    scale = 1 / (255 * torch.tensor(std, device=device, dtype=torch.float32))
-    result = scratch(buffers, "jitter_out", (n, c, h * w), torch.float32, device)
-    torch.baddbmm((offset * scale)[:, :, None], matrix * scale[None, :, None], x, out=result)
-    for channel, s in enumerate(std):
-        result[:, channel].clamp_(0, 1 / s)
-    return result.view(n, c, h, w)
 
 
 def affine_source_index(flip, angle, tx, ty, height, width, buffers=None):

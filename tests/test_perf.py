@@ -126,20 +126,26 @@ def test_fused_batch_path_is_flip_affine_then_normalisation():
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2], [2, 1, 0], [1, 2, 0]])
-def test_color_jitter_matrix_equals_torchvisions_adjustments(order):
+def test_color_jitter_equals_torchvisions_adjustments(order):
+    """The batch path's colour matrix (no flip, rotation or shift here) against torchvision's three adjustments in
+    the drawn order, then normalisation."""
     generator = torch.Generator().manual_seed(3)
     images = 0.3 + 0.25 * torch.rand(4, 3, 8, 8, generator=generator)  # no step saturates, so no clamp differs
     factors = 0.8 + 0.4 * torch.rand(4, 3, generator=generator)
+    zeros = torch.zeros(4)
     params = {"brightness": factors[:, 0], "contrast": factors[:, 1], "saturation": factors[:, 2],
-              "order": torch.tensor([order] * 4)}
-    ours = augment.color_jitter((images * 255).round().to(torch.uint8), params)
+              "order": torch.tensor([order] * 4), "flip": zeros.bool(), "angle": zeros, "tx": zeros, "ty": zeros}
+    rgb = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    resized = torch.cat([rgb, torch.full((4, 8, 8, 1), 255, dtype=torch.uint8)], 3).contiguous()
+    ours = augment.finish_train_batch(resized, params, data.IMAGENET_MEAN, data.IMAGENET_STD, torch.empty(4, 3, 8, 8))
     images = (images * 255).round() / 255
     ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
     for k in range(4):
         expected = images[k]
         for op in order:
             expected = ops[op](expected, float(factors[k, op]))
-        assert torch.allclose(ours[k], expected, atol=1e-5)
+        expected = augment.normalize(expected[None], data.IMAGENET_MEAN, data.IMAGENET_STD, max_value=1)[0]
+        assert torch.allclose(ours[k], expected, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
