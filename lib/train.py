@@ -126,6 +126,24 @@ def load_checkpoint(path, map_location="cpu"):
                          "checkpoint written by this project: delete it, or pass resume=False to start over.") from err
 
 
+# settings a resumed run may change: how long and where it runs, not what it trains
+RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "compile", "num_workers", "out_dir", "models",
+                    "max_steps_per_epoch", "progress"}
+
+
+def _check_resume_cfg(saved, current, path):
+    """Refuse to continue a checkpoint under other training settings (the result would mix two runs)."""
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUME_FREE_KEYS and saved.get(k, "<unset>") != current.get(k, "<unset>"))
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k, '<unset>')!r} in the checkpoint, {current.get(k, '<unset>')!r} now"
+                            for k in changed)
+        raise ValueError(f"{path} was trained with other settings ({details}). Resume with the checkpoint's "
+                         "settings, or start over: resume=False, or another out_dir.")
+
+
 def load_model_state(model, state, path="checkpoint"):
     """load_state_dict that explains an architecture mismatch instead of listing a hundred keys."""
     try:
@@ -168,6 +186,7 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
         _remove_stale_temp_files(checkpoint_dir, name)
     if resume and last_path and os.path.isfile(last_path):
         ckpt = load_checkpoint(last_path, map_location=device)
+        _check_resume_cfg(ckpt.get("cfg"), cfg, last_path)
         load_model_state(model, ckpt["model"], last_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt["scheduler"] is not None:

@@ -375,6 +375,25 @@ class _RunsCode:
         return exec, (f"open({self.marker!r}, 'w').close()",)
 
 
+def test_resume_under_other_training_settings_is_refused(tmp_path):
+    """Continuing a checkpoint with another lr (say) would silently mix two runs; epochs and device may change."""
+    torch.manual_seed(0)
+    images, labels = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (16,))
+    loader = data.TensorBatchLoader(images, labels, 8, train=True, crop_padding=0)
+
+    def fit(cfg, epochs):
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+        return train.fit(model, loader, loader, epochs=epochs, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         checkpoint_dir=tmp_path, cfg=cfg, resume=True, progress=False)
+
+    fit({"lr": 0.1, "epochs": 1, "device": "cpu", "resume": False}, 1)
+    with pytest.raises(ValueError, match=r"last\.pt was trained with other settings \(lr: 0\.1 in the checkpoint, "
+                                         r"0\.2 now\).*resume=False"):
+        fit({"lr": 0.2, "epochs": 2, "device": "cpu", "resume": True}, 2)
+    history = fit({"lr": 0.1, "epochs": 2, "device": "auto", "resume": True}, 2)
+    assert len(history["val_acc"]) == 2
+
+
 def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code_ran"
     _tiny_fit(tmp_path, (8, 16))
