@@ -206,10 +206,9 @@ def finish_train_batch(resized, params, mean, std, out, buffers=None):
         sums = resized[..., :3].reshape(n, -1, 3).sum(1, dtype=torch.float32)
     matrix, offset = color_jitter_matrices(sums / (h * w), *(params[k].to(device) for k in
                                                               ("brightness", "contrast", "saturation", "order")))
-    std_t = torch.tensor(std, device=device, dtype=torch.float32)
-    scale = 1 / (255 * std_t)
+    scale = torch.tensor([1 / (255 * s) for s in std], device=device)
     colour = torch.cat([matrix * scale[None, :, None], (offset * scale / 255)[:, :, None]], 2)  # N x 3 x 4
-    shift = (-torch.tensor(mean, device=device, dtype=torch.float32) / std_t)
+    black = [-m / s for m, s in zip(mean, std)]  # normalised 0; the fill's value and the clamp's lower bound
 
     padded = scratch(buffers, "padded", (n, h + 2, w + 2), torch.int32, device)
     for border in (padded[:, 0], padded[:, -1], padded[:, :, 0], padded[:, :, -1]):
@@ -223,9 +222,9 @@ def finish_train_batch(resized, params, mean, std, out, buffers=None):
     torch.index_select(padded.view(-1), 0, index.view(-1), out=words.view(-1))
     pixels = scratch(buffers, "pixels", (n, 4, h * w), torch.float32, device)
     pixels.copy_(words.view(torch.uint8).view(n, h * w, 4).permute(0, 2, 1))
-    torch.baddbmm(shift.view(1, 3, 1), colour, pixels, out=out.view(n, 3, h * w))
-    for channel in range(3):
-        out[:, channel].clamp_(float(shift[channel]), float(shift[channel] + 1 / std_t[channel]))
+    torch.baddbmm(torch.tensor(black, device=device).view(1, 3, 1), colour, pixels, out=out.view(n, 3, h * w))
+    for channel, (low, s) in enumerate(zip(black, std)):
+        out[:, channel].clamp_(low, low + 1 / s)
     return out
 
 

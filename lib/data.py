@@ -436,9 +436,8 @@ class FolderCache:
     original height and width recorded, so random crops are drawn in the original's coordinates exactly as
     RandomResizedCrop draws them and only then mapped into the stored copy. `size` is lowered to the largest side
     of the split's images when they are all smaller (no point storing upsampled pixels); `self.size` is the size
-    used. kind="eval": the final evaluation input,
-    made by the same PIL ops as `imagenet_eval_transform` (shorter side to 8/7 of size, centre crop), so
-    evaluation sees the reference pixels.
+    used. kind="eval": the final evaluation input, made by the same PIL ops as `imagenet_eval_transform` (shorter
+    side to 8/7 of size, centre crop), so evaluation sees the reference pixels.
 
     The file lives under cache_dir with a name holding a hash of the split's relative paths, sizes and mtimes and of
     (kind, size): adding, removing or changing an image builds a new cache. A build writes a temporary file and
@@ -449,7 +448,6 @@ class FolderCache:
                  skip_bad_images=False):
         if kind not in ("canvas", "eval"):
             raise ValueError(f"kind={kind!r}: use 'canvas' (training crops) or 'eval'")
-        _check_folder_split(root, split)
         split_dir = os.path.join(root, split)
         folder = image_folder(root, split, None, skip_bad_images)  # only lists files: ImageFolder's order/labels
         self.root, self.split, self.kind, self.size = root, split, kind, size
@@ -587,13 +585,6 @@ class CachedFolderLoader:
         self._threads = None  # the worker threads, started on first use
         # the CPU reads only each crop's window from the memory map; a GPU gets whole images
         self.windows_from_map = self.device.type == "cpu"
-
-    def __getstate__(self):
-        return {**self.__dict__, "_buffers": {}, "_outputs": [], "_lock": None, "_threads": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def set_epoch(self, epoch):
         """Choose the epoch whose shuffle and augmentation the next iteration replays."""
@@ -750,7 +741,7 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
     pipeline="cached" (the default, fast): every image is decoded once into a memory-mapped cache under cache_dir
     (a training canvas of cache_size pixels, default `default_canvas_size(image_size)`; evaluation centre crops),
     then batches are augmented with tensor ops on `device` (see CachedFolderLoader), by `num_workers` worker
-    processes on the CPU. pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL
+    threads on the CPU. pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL
     transforms in `num_workers` DataLoader processes. Both draw from the same augmentation distributions.
     skip_bad_images=True leaves out (with a warning giving the count) images that cannot be decoded.
     """
