@@ -189,7 +189,7 @@ OPAQUE = torch.tensor([0, 0, 0, 255], dtype=torch.uint8).view(torch.int32).item(
 
 def finish_train_batch(resized, params, mean, std, out, buffers=None):
     """The rest of the training transform for resized crops N x S x S x 4 (uint8 RGBX): flip, colour jitter,
-    RandomAffine and normalisation, written into `out` (N x 3 x S x S float32). Returns `out`.
+    RandomAffine and normalisation, written into `out` (N x 3 x S x S float32, contiguous or channels_last).
 
     Each pixel is one 32-bit word, so the flip and the affine are a single gather of words from the crops padded
     with transparent black. The colour matrix acts on (R, G, B, X) with ColorJitter's offset riding on X (255 for
@@ -220,9 +220,16 @@ def finish_train_batch(resized, params, mean, std, out, buffers=None):
         index += torch.arange(n, device=device, dtype=torch.int32)[:, None] * ((h + 2) * (w + 2))
     words = scratch(buffers, "words", (n, h * w), torch.int32, device)
     torch.index_select(padded.view(-1), 0, index.view(-1), out=words.view(-1))
-    pixels = scratch(buffers, "pixels", (n, 4, h * w), torch.float32, device)
-    pixels.copy_(words.view(torch.uint8).view(n, h * w, 4).permute(0, 2, 1))
-    torch.baddbmm(torch.tensor(black, device=device).view(1, 3, 1), colour, pixels, out=out.view(n, 3, h * w))
+    rgbx = words.view(torch.uint8).view(n, h * w, 4)
+    bias = torch.tensor(black, device=device)
+    if out.is_contiguous():
+        pixels = scratch(buffers, "pixels", (n, 4, h * w), torch.float32, device)
+        pixels.copy_(rgbx.permute(0, 2, 1))
+        torch.baddbmm(bias.view(1, 3, 1), colour, pixels, out=out.view(n, 3, h * w))
+    else:  # channels_last: the words are already in pixel-major order, so the product lands in place as is
+        pixels = scratch(buffers, "pixels_last", (n, h * w, 4), torch.float32, device)
+        pixels.copy_(rgbx)
+        torch.baddbmm(bias.view(1, 1, 3), pixels, colour.transpose(1, 2), out=out.permute(0, 2, 3, 1).view(n, h * w, 3))
     for channel, (low, s) in enumerate(zip(black, std)):
         out[:, channel].clamp_(low, low + 1 / s)
     return out

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
@@ -183,7 +183,8 @@ class TensorBatchLoader:
         self.labels = labels.to(device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.mean, self.std, self.crop_padding, self.flip = mean, std, crop_padding, flip
-        self.drop_last, self.channels_last, self.epoch = drop_last, channels_last, 0
+        self.drop_last, self.epoch = drop_last, 0
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def set_epoch(self, epoch):
         """Choose the epoch whose shuffle and augmentation the next iteration replays."""
@@ -206,10 +207,8 @@ class TensorBatchLoader:
                 x, y = self.images[idx], self.labels[idx]
             if self.train and self.crop_padding:
                 x = random_crop_flip(x, self.crop_padding, generator, self.flip)
-            x = normalize_batch(x, self.mean, self.std)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y
+            out = torch.empty(x.shape, device=x.device, memory_format=self.memory_format)
+            yield normalize_batch(x, self.mean, self.std, out=out), y
 
 
 # ---------------------------------------------------------------- image folders
@@ -366,14 +365,20 @@ class FlatImageFolder(Dataset):
         return self.transform(open_rgb(os.path.join(self.root, self.names[i]))), self.names[i]
 
 
-def make_loader(dataset, batch_size, *, train, num_workers=0, seed=0, pin_memory=None):
+def collate_channels_last(samples):
+    """default_collate, with the images in channels_last memory format (in the worker, not the training loop)."""
+    images, *rest = default_collate(samples)
+    return [images.contiguous(memory_format=torch.channels_last), *rest]
+
+
+def make_loader(dataset, batch_size, *, train, num_workers=0, seed=0, pin_memory=None, channels_last=False):
     """DataLoader with a seeded shuffle (re-seeded per epoch by `set_epoch`) and pinned memory when CUDA is used."""
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                        pin_memory=pin_memory, generator=generator, drop_last=False,
-                        persistent_workers=False)
+                        pin_memory=pin_memory, generator=generator, drop_last=False, persistent_workers=False,
+                        collate_fn=collate_channels_last if channels_last else None)
     loader.base_seed = seed
     return loader
 
@@ -560,6 +565,7 @@ class CachedFolderLoader:
     its kernels, so threads run in parallel without copying batches between processes); 0: the iterating thread
     makes them, on torch's threads. Batches are written into a few reused output tensors, each reused only once
     nothing outside the loader refers to it any more (fresh memory costs a page fault per 4 KiB).
+    channels_last: batches come in that memory format (the model's), made so by the augmentation itself.
     device: where the augmentation runs. On CUDA the stored images go through pinned memory with non_blocking
     copies and the rest happens on the GPU, in the iterating thread. On the CPU with CUDA present, batches are
     returned in pinned memory so the training loop's non_blocking copy overlaps.
@@ -569,7 +575,7 @@ class CachedFolderLoader:
 
     def __init__(self, cache, batch_size, *, train, image_size, seed=0, crop_scale=(0.08, 1.0),
                  crop_ratio=(3 / 4, 4 / 3), jitter=0.2, affine_degrees=10, translate=0.1, mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, num_workers=0, device="cpu", pin_memory=None, drop_last=False):
+                 std=IMAGENET_STD, num_workers=0, device="cpu", pin_memory=None, drop_last=False, channels_last=False):
         expected = "canvas" if train else "eval"
         if cache.kind != expected or (not train and cache.size != image_size):
             raise ValueError(f"a {'training' if train else 'evaluation'} loader needs a {expected} cache"
@@ -580,6 +586,7 @@ class CachedFolderLoader:
         self.affine_degrees, self.translate, self.mean, self.std = affine_degrees, translate, mean, std
         self.num_workers, self.device, self.drop_last, self.epoch = num_workers, torch.device(device), drop_last, 0
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._buffers = {}  # scratch tensors of the iterating thread, reused from batch to batch
         self._outputs, self._lock = [], threading.Lock()
         self._threads = None  # the worker threads, started on first use
@@ -621,16 +628,16 @@ class CachedFolderLoader:
         reused one that nothing outside the loader refers to any more, else a fresh one (kept for reuse)."""
         shape = (n, 3, self.image_size, self.image_size)
         if pin or self.device.type != "cpu":
-            return torch.empty(shape, device=self.device, pin_memory=pin)
+            return torch.empty(shape, device=self.device, pin_memory=pin, memory_format=self.memory_format)
         with self._lock:  # hand out views: each one counts as a user of the memory while it lives
             for held in self._outputs:
                 # 2 = the list's tensor + the temporary storage object: no batch handed out still uses it
                 if held.shape == shape and _storage_users(held) == 2:
-                    return held.view(shape)
-            fresh = torch.empty(shape)
+                    return held[:]
+            fresh = torch.empty(shape, memory_format=self.memory_format)
             if len(self._outputs) < 2 * self.num_workers + 4:
                 self._outputs.append(fresh)
-            return fresh.view(shape)
+            return fresh[:]
 
     def augmented_batch(self, order, params, i, pin=False, buffers=None):
         """Training batch `i` of an epoch plan: augmented, normalised images and their labels.
@@ -735,7 +742,7 @@ def _start_single_threaded_workers(count):
 
 def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
                    affine_degrees=10, pipeline="cached", splits=("train", "val"), cache_dir="data/cache",
-                   cache_size=None, device="cpu", progress=True, skip_bad_images=False):
+                   cache_size=None, device="cpu", progress=True, skip_bad_images=False, channels_last=False):
     """Train and eval loaders for an ImageFolder set (root/train, root/val); returns (loaders dict, classes).
 
     pipeline="cached" (the default, fast): every image is decoded once into a memory-mapped cache under cache_dir
@@ -744,6 +751,7 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
     threads on the CPU. pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL
     transforms in `num_workers` DataLoader processes. Both draw from the same augmentation distributions.
     skip_bad_images=True leaves out (with a warning giving the count) images that cannot be decoded.
+    channels_last=True gives every batch that memory format (the model's; see lib.precision).
     """
     classes = check_image_folders(root, splits)
     if pipeline not in ("cached", "naive"):
@@ -755,12 +763,13 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
             transform = (imagenet_train_transform(image_size, crop_scale, jitter, affine_degrees) if is_train
                          else imagenet_eval_transform(image_size))
             dataset = image_folder(root, split, transform, skip_bad_images)
-            loaders[split] = make_loader(dataset, batch_size, train=is_train, num_workers=num_workers, seed=seed)
+            loaders[split] = make_loader(dataset, batch_size, train=is_train, num_workers=num_workers, seed=seed,
+                                         channels_last=channels_last)
             continue
         size = (cache_size or default_canvas_size(image_size)) if is_train else image_size
         cache = FolderCache(root, split, kind="canvas" if is_train else "eval", size=size, cache_dir=cache_dir,
                             progress=progress, skip_bad_images=skip_bad_images)
         loaders[split] = CachedFolderLoader(cache, batch_size, train=is_train, image_size=image_size, seed=seed,
                                             crop_scale=crop_scale, jitter=jitter, affine_degrees=affine_degrees,
-                                            num_workers=num_workers, device=device)
+                                            num_workers=num_workers, device=device, channels_last=channels_last)
     return loaders, classes

@@ -91,7 +91,7 @@ def load_classifier(path, device="cpu"):
 
 
 def predict_folder(model, test_dir, classes, image_size, out_path, *, batch_size=64, device="cpu", num_workers=0,
-                   amp=False):
+                   amp=None):
     """Predict every image of a flat folder in sorted file-name order and write `image_name,pred_label` (verified).
 
     Returns the path written. The file is written only if every image appears exactly once, in order, with a
@@ -113,7 +113,7 @@ def predict_folder(model, test_dir, classes, image_size, out_path, *, batch_size
     return write_csv_verified(out_path, ("image_name", "pred_label"), names, labels, dataset.names, classes)
 
 
-def predict_test_folder(checkpoint, test_dir, out_path, *, batch_size=64, device="cpu", num_workers=0, amp=False):
+def predict_test_folder(checkpoint, test_dir, out_path, *, batch_size=64, device="cpu", num_workers=0, amp=None):
     """Load a saved model and write its verified prediction CSV for a flat test folder; return the path."""
     model, classes, image_size = load_classifier(checkpoint, device)
     return predict_folder(model, test_dir, classes, image_size, out_path, batch_size=batch_size, device=device,

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from . import data, models, train, utils
+from . import data, models, precision, train, utils
 
 # notebook 03's parameter names: a design exported under these names runs there unchanged
 DESIGN_KEYS = ("channels", "blocks", "conv_kernels", "skip_kernels", "pool_kernel", "dropout")
@@ -154,19 +154,21 @@ def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, p
     """Build a design and train it with the CIFAR tensor path and SGD + cosine decay; return (model, history)."""
     x_train, y_train, x_val, y_val = tensors
     device = utils.resolve_device(settings["device"])
-    amp, compile = utils.auto_flag(settings.get("amp"), device), utils.auto_flag(settings.get("compile"), device)
+    amp = precision.resolve_amp(settings.get("amp"), device)
+    channels_last = precision.resolve_channels_last(settings.get("channels_last"), device, amp)
+    compile = utils.auto_flag(settings.get("compile"), device)
     utils.seed_everything(settings["seed"])  # every trial starts alike: same init stream, same batches
     model = models.CifarResNet(**design, num_classes=settings["num_classes"], input_size=settings["input_size"])
     train_loader = data.TensorBatchLoader(x_train, y_train, settings["batch_size"], train=True, device=device,
-                                          seed=settings["seed"])
-    val_loader = data.TensorBatchLoader(x_val, y_val, 500, train=False, device=device)
+                                          seed=settings["seed"], channels_last=channels_last)
+    val_loader = data.TensorBatchLoader(x_val, y_val, 500, train=False, device=device, channels_last=channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
                                 weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
     history = train.fit(model, train_loader, val_loader, epochs=settings["epochs"], optimizer=optimizer,
                         scheduler=scheduler, device=device, checkpoint_dir=checkpoint_dir, cfg=settings,
                         resume=resume, max_steps_per_epoch=settings["max_steps_per_epoch"], amp=amp,
-                        compile=compile, progress=progress, name=name)
+                        channels_last=channels_last, compile=compile, progress=progress, name=name)
     return model, history
 
 

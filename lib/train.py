@@ -10,51 +10,62 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import precision
 from .data import set_epoch
+from .precision import autocast
 from .utils import atomic_torch_save
 
-CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "best_metric", "history", "cfg", "rng")
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "best_metric", "history", "cfg", "rng")
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+REFRESH_S = 2.0  # seconds between the training loop's reads of its running loss and accuracy (progress, NaN check)
 
 
-def autocast(device, amp):
-    """bfloat16 autocast on CUDA when `amp`; a no-op context otherwise (CPU runs stay bit-exact float32)."""
-    if amp and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _to_device(x, y, device):
+    """Move a batch to the device without blocking (pinned memory makes the copy asynchronous); the loaders have
+    already given it the model's memory format."""
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def _to_device(x, y, device, channels_last):
-    """Move a batch to the device without blocking (pinned memory makes the copy asynchronous)."""
-    x = x.to(device, non_blocking=True)
-    y = y.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y
+def _accumulate(totals, loss, logits, y):
+    """Add a batch's summed loss and correct count to the device-side totals, with no read back to the host."""
+    n = len(y)
+    totals += torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float()])
+
+
+def _read_totals(totals, count, where):
+    """(mean loss, accuracy) from the device-side totals, failing on a non-finite loss.
+
+    The host waits for the device here: callers read at most every few seconds and once at the end.
+    """
+    loss_sum, correct = totals.tolist()  # host waits for the device
+    if not math.isfinite(loss_sum):
+        raise FloatingPointError(f"the loss became {loss_sum} {where}: lower the learning rate (or use amp=False "
+                                 "if it only happens in reduced precision).")
+    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, loss_fn=None, amp=False, channels_last=False, return_predictions=False,
-             progress=False, desc="eval"):
-    """Mean loss and accuracy over a loader; optionally the predictions and targets too."""
+def evaluate(model, loader, device, loss_fn=None, amp=None, return_predictions=False, progress=False,
+             desc="eval"):
+    """Mean loss and accuracy over a loader; optionally the predictions and targets too (one host read in all)."""
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     model.eval()
-    total_loss, correct, count, preds, targets = 0.0, 0, 0, [], []
+    totals, count, preds, targets = torch.zeros(2, device=device), 0, [], []
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        x, y = _to_device(x, y, device, channels_last)
+        x, y = _to_device(x, y, device)
         with autocast(device, amp):
             logits = model(x)
-        total_loss += loss_fn(logits.float(), y).item() * len(y)
-        pred = logits.argmax(1)
-        correct += (pred == y).sum().item()
+        _accumulate(totals, loss_fn(logits.float(), y), logits, y)
         count += len(y)
         if return_predictions:
-            preds.append(pred.cpu())
-            targets.append(y.cpu())
-    result = {"loss": total_loss / max(count, 1), "acc": correct / max(count, 1), "count": count}
+            preds.append(logits.argmax(1))
+            targets.append(y)
+    loss, acc = _read_totals(totals, count, f"in evaluation ({desc})")
+    result = {"loss": loss, "acc": acc, "count": count}
     if return_predictions:
-        result["predictions"] = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
-        result["targets"] = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
+        empty = torch.empty(0, dtype=torch.long)
+        result["predictions"] = torch.cat(preds).cpu() if preds else empty
+        result["targets"] = torch.cat(targets).cpu() if targets else empty
     return result
 
 
@@ -83,6 +94,15 @@ def step_batch_scheduler(scheduler, epoch, step, steps):
         scheduler.step()
 
 
+def step_epoch_scheduler(scheduler, val_loss):
+    """Step a per-epoch scheduler after validation: a plateau scheduler on the validation loss, others plainly."""
+    kind = scheduler_kind(scheduler)
+    if kind == "plateau":
+        scheduler.step(val_loss)
+    elif kind == "epoch":
+        scheduler.step()
+
+
 def _rng_state():
     """Torch RNG states (CPU and CUDA), so a resumed run draws the same dropout masks as an uninterrupted one."""
     state = {"cpu": torch.get_rng_state()}
@@ -98,11 +118,12 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, *, epoch, model, optimizer, scheduler, best_metric, history, cfg):
+def save_checkpoint(path, *, epoch, model, optimizer, scheduler, best_metric, history, cfg, scaler=None):
     """Write a checkpoint atomically: a crash during the save leaves the previous file usable."""
     atomic_torch_save({
         "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "best_metric": best_metric, "history": history, "cfg": cfg, "rng": _rng_state(),
     }, path)
 
@@ -127,8 +148,8 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 # settings a resumed run may change: how long and where it runs, not what it trains
-RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "compile", "num_workers", "out_dir", "models",
-                    "max_steps_per_epoch", "progress"}
+RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile", "num_workers", "out_dir",
+                    "models", "max_steps_per_epoch", "progress"}
 
 
 def _check_resume_cfg(saved, current, path):
@@ -165,103 +186,129 @@ def _remove_stale_temp_files(checkpoint_dir, name):
         print(f"[{name}] removed {len(stale)} unfinished checkpoint file(s) left by an interrupted save")
 
 
+def restore(checkpoint_dir, *, model, optimizer, scheduler, scaler, cfg, device, name):
+    """Load last.pt into the model, optimizer, scheduler, scaler and RNGs; return (history, best, start epoch)."""
+    _remove_stale_temp_files(checkpoint_dir, name)
+    last_path = os.path.join(checkpoint_dir, "last.pt")
+    if not os.path.isfile(last_path):
+        print(f"[{name}] resume=True but there is no {last_path}: starting at epoch 1")
+        return {k: [] for k in HISTORY_KEYS}, -math.inf, 0
+    ckpt = load_checkpoint(last_path, map_location=device)
+    _check_resume_cfg(ckpt.get("cfg"), cfg, last_path)
+    load_model_state(model, ckpt["model"], last_path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt["scheduler"] is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    start_epoch = ckpt["epoch"] + 1
+    print(f"[{name}] resumed from {last_path} after epoch {start_epoch} (best val acc {ckpt['best_metric']:.4f})")
+    return ckpt["history"], ckpt["best_metric"], start_epoch
+
+
+def train_one_epoch(model, loader, optimizer, loss_fn, *, device, amp, scaler, scheduler, epoch, steps,
+                    progress=True, desc="train", refresh_s=REFRESH_S):
+    """One epoch of training (at most `steps` batches); returns mean loss, accuracy, images and seconds.
+
+    The loss and the correct count stay on the device; the host reads them (and checks the loss is finite) at
+    most every `refresh_s` seconds for the progress bar, and once at the end, so it never waits on a step.
+    """
+    model.train()
+    set_epoch(loader, epoch)
+    per_batch_scheduler = scheduler_kind(scheduler) == "batch"
+    totals, count, next_read = torch.zeros(2, device=device), 0, time.monotonic() + refresh_s
+    started = time.perf_counter()
+    bar = tqdm(loader, total=steps, desc=desc, leave=False, disable=not progress)
+    for step, (x, y) in enumerate(bar):
+        if step >= steps:
+            break
+        x, y = _to_device(x, y, device)
+        with autocast(device, amp):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        # float16 only: the scaler multiplies the loss up and skips a step whose gradients overflowed (it reads
+        # that verdict on the host once per step, torch's design); for bf16 and fp32 these are plain calls
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if per_batch_scheduler:
+            step_batch_scheduler(scheduler, epoch, step, steps)
+        _accumulate(totals, loss, logits, y)
+        count += len(y)
+        if time.monotonic() >= next_read:
+            mean_loss, acc = _read_totals(totals, count, f"in epoch {epoch + 1} by step {step + 1}")
+            bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{acc:.3f}")
+            next_read = time.monotonic() + refresh_s
+    mean_loss, acc = _read_totals(totals, count, f"in epoch {epoch + 1}")  # also waits for the epoch's last step
+    seconds = time.perf_counter() - started
+    return {"loss": mean_loss, "acc": acc, "count": count, "seconds": seconds}
+
+
+def save_epoch(checkpoint_dir, improved, **state):
+    """last.pt after every epoch, best.pt when validation accuracy improved."""
+    save_checkpoint(os.path.join(checkpoint_dir, "last.pt"), **state)
+    if improved:
+        save_checkpoint(os.path.join(checkpoint_dir, "best.pt"), **state)
+
+
+def _history_row(epoch, trained, val, lr):
+    """One epoch's entry of the history (HISTORY_KEYS)."""
+    seconds = trained["seconds"]
+    return {"epoch": epoch + 1, "train_loss": trained["loss"], "train_acc": trained["acc"], "val_loss": val["loss"],
+            "val_acc": val["acc"], "lr": lr, "seconds": seconds,
+            "images_per_s": trained["count"] / seconds if seconds > 0 else float("nan")}
+
+
 def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, scheduler=None, device="cpu",
-        checkpoint_dir=None, cfg=None, resume=False, max_steps_per_epoch=None, amp=False, channels_last=False,
+        checkpoint_dir=None, cfg=None, resume=False, max_steps_per_epoch=None, amp=None, channels_last=None,
         compile=False, progress=True, name="model"):
     """Train for `epochs`, evaluating after each; keep last.pt and best.pt in checkpoint_dir; return the history.
 
+    amp: None picks the device's best precision (lib.precision), False is float32, or "bf16" / "fp16".
+    channels_last: the model's memory format (None: the device's best); the loaders give batches theirs.
     With resume=True and a last.pt present, training continues after its epoch with the saved optimizer,
     scheduler and RNG state: the result equals an uninterrupted run (exactly, on the CPU).
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    kind = scheduler_kind(scheduler)
-    history = {k: [] for k in HISTORY_KEYS}
-    best, start_epoch = -math.inf, 0
-    last_path = os.path.join(checkpoint_dir, "last.pt") if checkpoint_dir else None
-    best_path = os.path.join(checkpoint_dir, "best.pt") if checkpoint_dir else None
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    amp = precision.resolve_amp(amp, device)
+    channels_last = precision.resolve_channels_last(channels_last, device, amp)
+    model.to(device, memory_format=precision.memory_format(channels_last))
+    scaler = precision.grad_scaler(device, amp)
+    history, best, start_epoch = {k: [] for k in HISTORY_KEYS}, -math.inf, 0
     if resume and checkpoint_dir:
-        _remove_stale_temp_files(checkpoint_dir, name)
-    if resume and last_path and os.path.isfile(last_path):
-        ckpt = load_checkpoint(last_path, map_location=device)
-        _check_resume_cfg(ckpt.get("cfg"), cfg, last_path)
-        load_model_state(model, ckpt["model"], last_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt["scheduler"] is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        history, best, start_epoch = ckpt["history"], ckpt["best_metric"], ckpt["epoch"] + 1
-        _set_rng_state(ckpt["rng"])
-        print(f"[{name}] resumed from {last_path} after epoch {start_epoch} (best val acc {best:.4f})")
-    elif resume and last_path:
-        print(f"[{name}] resume=True but there is no {last_path}: starting at epoch 1")
+        history, best, start_epoch = restore(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                                             scaler=scaler, cfg=cfg, device=device, name=name)
     # the compiled wrapper shares the model's parameters; checkpoints keep the plain model's state_dict
     step_model = torch.compile(model) if compile else model
     steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
-    epoch_bar = tqdm(range(start_epoch, epochs), desc=name, unit="epoch", disable=not progress,
-                     initial=start_epoch, total=epochs)
-    for epoch in epoch_bar:
-        step_model.train()
-        set_epoch(train_loader, epoch)
-        started = time.perf_counter()
-        total_loss, correct, count = 0.0, 0, 0
-        batch_bar = tqdm(train_loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                         disable=not progress)
-        for step, (x, y) in enumerate(batch_bar):
-            if step >= steps:
-                break
-            x, y = _to_device(x, y, device, channels_last)
-            with autocast(device, amp):
-                logits = step_model(x)
-                loss = loss_fn(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"[{name}] loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
-                                         "lower the learning rate. The last good checkpoint is " + str(last_path))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if kind == "batch":
-                step_batch_scheduler(scheduler, epoch, step, steps)
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            count += len(y)
-            batch_bar.set_postfix(loss=f"{total_loss / count:.3f}", acc=f"{correct / count:.3f}")
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-        val = evaluate(step_model, val_loader, device, loss_fn, amp, channels_last)
-        lr = optimizer.param_groups[0]["lr"]
-        if kind == "plateau":
-            scheduler.step(val["loss"])
-        elif kind == "epoch":
-            scheduler.step()
-        row = {"epoch": epoch + 1, "train_loss": total_loss / max(count, 1), "train_acc": correct / max(count, 1),
-               "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr, "seconds": seconds,
-               "images_per_s": count / seconds if seconds > 0 else float("nan")}
+    for epoch in range(start_epoch, epochs):
+        trained = train_one_epoch(step_model, train_loader, optimizer, loss_fn, device=device, amp=amp,
+                                  scaler=scaler, scheduler=scheduler, epoch=epoch, steps=steps, progress=progress,
+                                  desc=f"{name} epoch {epoch + 1}/{epochs}")
+        val = evaluate(step_model, val_loader, device, loss_fn, amp)
+        row = _history_row(epoch, trained, val, optimizer.param_groups[0]["lr"])
+        step_epoch_scheduler(scheduler, val["loss"])
         for k in HISTORY_KEYS:
             history[k].append(row[k])
-        improved = val["acc"] > best
-        best = max(best, val["acc"])
+        improved, best = val["acc"] > best, max(best, val["acc"])
         if checkpoint_dir:
-            state = dict(epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, best_metric=best,
-                         history=history, cfg=cfg)
-            save_checkpoint(last_path, **state)
-            if improved:
-                save_checkpoint(best_path, **state)
-        epoch_bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+            save_epoch(checkpoint_dir, improved, epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler,
+                       scaler=scaler, best_metric=best, history=history, cfg=cfg)
+        if progress:
+            print(f"[{name}] epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.3f} acc "
+                  f"{row['train_acc']:.3f} | val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} | "
+                  f"{row['seconds']:.1f} s", flush=True)
     return history
 
 
-def predict_logits(model, loader, device, amp=False, channels_last=False):
-    """Concatenated logits for every batch of a loader whose items are (images, anything)."""
+def predict_logits(model, loader, device, amp=None):
+    """Concatenated logits for every batch of a loader whose items are (images, anything), on the CPU."""
     model.eval()
     outputs = []
     with torch.no_grad():
         for x, _ in loader:
-            x = x.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
-                outputs.append(model(x).float().cpu())
-    return torch.cat(outputs)
+                outputs.append(model(x.to(device, non_blocking=True)).float())
+    return torch.cat(outputs).cpu()  # host waits for the device, once
