@@ -208,12 +208,13 @@ def restore(checkpoint_dir, *, model, optimizer, scheduler, scaler, cfg, device,
 
 
 def train_one_epoch(model, loader, optimizer, loss_fn, *, device, amp, scaler, scheduler, epoch, steps,
-                    progress=True, desc="train", refresh_s=REFRESH_S):
+                    progress=True, desc="train", refresh_s=None):
     """One epoch of training (at most `steps` batches); returns mean loss, accuracy, images and seconds.
 
     The loss and the correct count stay on the device; the host reads them (and checks the loss is finite) at
     most every `refresh_s` seconds for the progress bar, and once at the end, so it never waits on a step.
     """
+    refresh_s = REFRESH_S if refresh_s is None else refresh_s
     model.train()
     set_epoch(loader, epoch)
     per_batch_scheduler = scheduler_kind(scheduler) == "batch"
