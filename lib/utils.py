@@ -40,7 +40,7 @@ def resolve_device(device="auto"):
 
 
 def auto_flag(value, device):
-    """Resolve an Optional[bool] speed switch (amp, compile): None means on for CUDA, off elsewhere."""
+    """Resolve an Optional[bool] speed switch (compile): None means on for CUDA, off elsewhere."""
     return (torch.device(device).type == "cuda") if value is None else bool(value)
 
 

@@ -43,6 +43,16 @@ def test_config_names_are_parameters(path):
         assert not unknown, f"{config.name} sets undeclared parameters {unknown}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(path):
+    """papermill's parser skips a line it cannot read (two '=' on it, say): --help-notebook would not list it and
+    injecting it would warn of an unknown parameter."""
+    import ast
+    code = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    annotated = [node.target.id for node in ast.parse("".join(code["source"])).body if isinstance(node, ast.AnnAssign)]
+    assert annotated and list(papermill.inspect_notebook(str(path))) == annotated
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_smoke_parameters(path, demo_root, smoke_runs, tmp_path):
