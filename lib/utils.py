@@ -89,7 +89,7 @@ def range_problem(name, value, rule):
     """
     if isinstance(value, (list, tuple)):
         bad = [v for v in value if range_problem(name, v, rule)]
-        return bad and f"parameter {name!r} = {value!r}: {bad[0]!r} breaks the rule, every element should be " + (
+        return None if not bad else f"parameter {name!r} = {value!r}: {bad[0]!r} breaks the rule, every element should be " + (
             f"in {rule}" if rule.lstrip()[0] in "[(" else rule)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
