@@ -279,11 +279,12 @@ def list_image_folder(root, split):
                                 f"See {README_DATA}.")
     # a class folder may be a link (a set assembled from elsewhere), but not to the split or to another class
     real = {c: os.path.realpath(os.path.join(path, c)) + os.sep for c in classes}
-    for c, target in real.items():
+    for c, target in sorted(real.items(), key=lambda item: not os.path.islink(os.path.join(path, item[0]))):
         overlaps = [o for o, other in real.items() if o != c and other.startswith(target)]
-        if (os.path.realpath(path) + os.sep).startswith(target) or overlaps:
+        holds_split = (os.path.realpath(path) + os.sep).startswith(target)
+        if holds_split or overlaps:
             raise ValueError(f"class folder {os.path.join(path, c)!r} leads to {target[:-1]!r}, which holds "
-                             f"{'the split itself' if not overlaps else 'the class folders ' + str(overlaps[:3])}: "
+                             f"{'the split itself' if holds_split else 'the class folders ' + str(overlaps[:3])}: "
                              "its images would be counted again under another label. Remove the link.")
     samples = []
     for index, c in enumerate(classes):
