@@ -534,7 +534,7 @@ def set_epoch(loader, epoch):
 
 # ---------------------------------------------------------------- decoded-once caches of image folders
 
-CACHE_VERSION = 2  # 2: training canvases hold RGBX words (4 channels)
+CACHE_VERSION = 3  # 2: training canvases hold RGBX words (4 channels); 3: wide grayscale rescaled, not clipped
 
 
 def default_canvas_size(image_size):
