@@ -1,6 +1,7 @@
 """Issue 17: hostile but realistic inputs (links, clutter, wide image modes, bad labels and ids, edge parameters) end
 in a clear error before training or in a correct result."""
 import concurrent.futures
+import hashlib
 import os
 import pickle
 import re
@@ -375,7 +376,13 @@ def test_notebook_01_counts_what_its_loaders_feed(demo_root, tmp_path):
     os.symlink("..", first / "up")
     _add_clutter(first)
     real = {s: sum(1 for _ in (root / s).glob("*/*.JPEG")) for s in ("train", "val")}
-    err = _papermill("01_two_layer_imagenet_mini", tmp_path, {"data_dir": str(root), "models": ["single_layer"]})
+    try:
+        err = _papermill("01_two_layer_imagenet_mini", tmp_path, {"data_dir": str(root), "models": ["single_layer"]})
+    finally:  # this copy's caches would otherwise pile up under data/cache, one set per test run
+        for split in ("train", "val"):
+            place = hashlib.sha256(os.path.abspath(root / split).encode()).hexdigest()[:8]
+            for stale in (ROOT / "data" / "cache").glob(f"imagenet-mini-{split}-{place}-*"):
+                stale.unlink()
     assert err is None, err and err.evalue
     with open(tmp_path / "out.ipynb") as fh:
         text = fh.read()
