@@ -89,8 +89,10 @@ def range_problem(name, value, rule):
     """
     if isinstance(value, (list, tuple)):
         bad = [v for v in value if range_problem(name, v, rule)]
-        return None if not bad else f"parameter {name!r} = {value!r}: {bad[0]!r} breaks the rule, every element should be " + (
-            f"in {rule}" if rule.lstrip()[0] in "[(" else rule)
+        if not bad:
+            return None
+        return (f"parameter {name!r} = {value!r}: {bad[0]!r} breaks the rule, every element should be "
+                + (f"in {rule}" if rule.lstrip()[0] in "[(" else rule))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     text = rule.replace(" ", "")
@@ -99,7 +101,9 @@ def range_problem(name, value, rule):
         ok = (low <= value if text[0] == "[" else low < value) and (value <= high if text[-1] == "]" else value < high)
         rule = "in " + rule
     else:
-        op = text[:2] if text[1] == "=" else text[:1]
+        op = text[:2] if text[1:2] == "=" else text[:1]
+        if op not in (">=", ">", "<=", "<"):
+            raise ValueError(f"range rule {rule!r} of {name!r} is not understood: use '>= 1', '> 0', '[0, 1]' ...")
         bound = float(text[len(op):])
         ok = {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]
     return None if ok and math.isfinite(value) else f"parameter {name!r} = {value!r} should be {rule}"

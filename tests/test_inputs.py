@@ -202,7 +202,8 @@ def _relabel(folder, name, change):
 
 
 @pytest.mark.parametrize("name, change, expected", [
-    ("data_batch_2", lambda y: y.__setitem__(0, 10), r"data_batch_2: 1 of \d+ labels are outside 0\.\.9 \(first: \[10\]\)"),
+    ("data_batch_2", lambda y: y.__setitem__(0, 10),
+     r"data_batch_2: 1 of \d+ labels are outside 0\.\.9 \(first: \[10\]\)"),
     ("data_batch_4", lambda y: y.__setitem__(slice(0, None, 10), 10), r"data_batch_4: \d+ of \d+ labels are outside"),
     ("test_batch", lambda y: y.__setitem__(3, -1), r"test_batch: 1 of \d+ labels are outside 0\.\.9 \(first: \[-1\]\)"),
 ], ids=["one", "a tenth", "test batch"])
