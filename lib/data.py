@@ -89,8 +89,9 @@ def find_cifar_dir(root):
         f"and use data_dir='data/demo/cifar10'. See {README_DATA}.")
 
 
-def load_cifar_batch(path):
-    """Read one CIFAR python batch into (uint8 tensor N x 3 x 32 x 32, int64 labels)."""
+def load_cifar_batch(path, num_classes=None):
+    """Read one CIFAR python batch into (uint8 tensor N x 3 x 32 x 32, int64 labels), labels checked against
+    `num_classes` when given."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing CIFAR batch file {path!r}; the folder should hold data_batch_1..5 and "
                                 f"test_batch. See {README_DATA}.")
@@ -102,8 +103,16 @@ def load_cifar_batch(path):
     if labels is None or len(labels) != len(data):
         raise ValueError(f"{path}: expected one label per image ({len(data)}), got "
                          f"{None if labels is None else len(labels)}. The file is damaged: download it again.")
+    labels = np.asarray(labels, dtype=np.int64)
+    if num_classes is not None:
+        # an out-of-range label would crash training mid-epoch (or evaluation after it) without naming the file
+        bad = (labels < 0) | (labels >= num_classes)
+        if bad.any():
+            raise ValueError(f"{path}: {int(bad.sum())} of {len(labels)} labels are outside 0..{num_classes - 1} "
+                             f"(first: {labels[bad][:5].tolist()}). The file is damaged or from another data set: "
+                             f"download it again, or re-create the demo data with `python -m lib.demo --force`.")
     images = torch.from_numpy(np.ascontiguousarray(data.reshape(-1, 3, 32, 32)))
-    return images, torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    return images, torch.from_numpy(labels)
 
 
 def load_cifar10(root):
@@ -112,10 +121,10 @@ def load_cifar10(root):
     meta_path = os.path.join(folder, "batches.meta")
     meta = _str_keys(safe_unpickle(meta_path), meta_path)
     classes = [c.decode() if isinstance(c, bytes) else c for c in meta["label_names"]]
-    parts = [load_cifar_batch(os.path.join(folder, name)) for name in CIFAR_TRAIN_FILES]
+    parts = [load_cifar_batch(os.path.join(folder, name), len(classes)) for name in CIFAR_TRAIN_FILES]
     x_train = torch.cat([p[0] for p in parts])
     y_train = torch.cat([p[1] for p in parts])
-    x_test, y_test = load_cifar_batch(os.path.join(folder, "test_batch"))
+    x_test, y_test = load_cifar_batch(os.path.join(folder, "test_batch"), len(classes))
     return x_train, y_train, x_test, y_test, classes
 
 
@@ -132,6 +141,12 @@ def load_unlabeled_cifar(path):
     ids = np.asarray(d.get("ids", np.arange(len(data))))
     if ids.shape != (len(data),):
         raise ValueError(f"{path}: b'ids' should hold one id per image ({len(data)}), got shape {ids.shape}.")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{path}: b'ids' should be integers (the submission's ID column), got {ids.dtype}.")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():  # a submission needs exactly one row per id
+        raise ValueError(f"{path}: {int((counts > 1).sum())} ids occur more than once (first: "
+                         f"{unique[counts > 1][:5].tolist()}). Use the original file: each image needs its own id.")
     return torch.from_numpy(np.ascontiguousarray(data.transpose(0, 3, 1, 2))), ids
 
 
@@ -139,8 +154,9 @@ def split_train_val(x, y, val_size, seed):
     """Carve a validation split of `val_size` images (int, or fraction if < 1) out of the training set, fixed by `seed`."""
     n = len(x)
     n_val = int(round(val_size * n)) if val_size < 1 else int(val_size)
-    if not 0 <= n_val < n:
-        raise ValueError(f"val_size={val_size} leaves no training images out of {n}.")
+    if not 1 <= n_val < n:
+        # no validation images would make every epoch's validation accuracy 0 and the best epoch meaningless
+        raise ValueError(f"val_size={val_size} gives {n_val} validation images out of {n}: choose from 1 to {n - 1}.")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:n_val], order[n_val:]
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
@@ -213,21 +229,82 @@ class TensorBatchLoader:
 
 # ---------------------------------------------------------------- image folders
 
-def _check_folder_split(root, split):
-    """Fail with the expected layout if root/split is missing or holds no class folder with images."""
+# what copying a data set between machines leaves behind (macOS resource forks and Finder files, Windows
+# thumbnails, Jupyter autosaves): never images and never classes, whatever their extension
+CLUTTER_NAMES = {"thumbs.db", "desktop.ini", "__macosx"}
+
+
+def is_clutter(name):
+    """True for hidden and system entries: `.*` (so `._*`, `.DS_Store`, `.ipynb_checkpoints`), Thumbs.db,
+    desktop.ini, __MACOSX."""
+    return name.startswith(".") or name.lower() in CLUTTER_NAMES
+
+
+FolderListing = collections.namedtuple("FolderListing", "classes samples ignored")
+
+
+def _class_images(class_dir, ignored):
+    """Image files under one class folder, recursively in name order; clutter and links to folders go to `ignored`.
+
+    A link to a folder inside a class folder (`up -> ..`, `same -> .`) would relabel or repeat other images, so it
+    is not followed; a link to a file is read as that file.
+    """
+    images = []
+    with os.scandir(class_dir) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
+    for entry in entries:
+        if is_clutter(entry.name) or (entry.is_symlink() and entry.is_dir()):
+            ignored.append(entry.path)
+        elif entry.is_dir(follow_symlinks=False):
+            images += _class_images(entry.path, ignored)
+        elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
+            images.append(entry.path)
+    return images
+
+
+def list_image_folder(root, split):
+    """Classes, (path, class index) samples and ignored entries of root/split, failing with the layout expected."""
     path = os.path.join(root, split)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"missing folder {path!r}: expected {root}/{split}/<class>/<image files>. "
                                 f"See {README_DATA}, or run `python -m lib.demo` and point data_dir at data/demo/...")
-    classes = sorted(e.name for e in os.scandir(path) if e.is_dir())
+    ignored = []
+    with os.scandir(path) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
+    ignored += [e.path for e in entries if is_clutter(e.name)]
+    classes = [e.name for e in entries if not is_clutter(e.name) and e.is_dir()]
     if not classes:
         raise FileNotFoundError(f"{path!r} holds no class folders: expected {path}/<class>/<image files>. "
                                 f"See {README_DATA}.")
-    for c in classes:
-        if not any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(os.path.join(path, c))):
+    # a class folder may be a link (a set assembled from elsewhere), but not to the split or to another class
+    real = {c: os.path.realpath(os.path.join(path, c)) + os.sep for c in classes}
+    for c, target in sorted(real.items(), key=lambda item: not os.path.islink(os.path.join(path, item[0]))):
+        overlaps = [o for o, other in real.items() if o != c and other.startswith(target)]
+        holds_split = (os.path.realpath(path) + os.sep).startswith(target)
+        if holds_split or overlaps:
+            raise ValueError(f"class folder {os.path.join(path, c)!r} leads to {target[:-1]!r}, which holds "
+                             f"{'the split itself' if holds_split else 'the class folders ' + str(overlaps[:3])}: "
+                             "its images would be counted again under another label. Remove the link.")
+    samples = []
+    for index, c in enumerate(classes):
+        images = _class_images(os.path.join(path, c), ignored)
+        if not images:
             raise FileNotFoundError(f"class folder {os.path.join(path, c)!r} holds no images "
                                     f"({', '.join(IMAGE_EXTENSIONS)}). Add its images or remove the empty folder.")
-    return classes
+        samples += [(image, index) for image in images]
+    return FolderListing(classes, samples, ignored)
+
+
+def _check_folder_split(root, split):
+    """Fail with the expected layout if root/split is missing or holds no class folder with images; the classes."""
+    return list_image_folder(root, split).classes
+
+
+def warn_ignored(ignored, where):
+    """Say how many hidden, system or linked entries a listing left out, so nothing vanishes silently."""
+    if ignored:
+        warnings.warn(f"ignored {len(ignored)} hidden or system entries and links to folders under {where} "
+                      f"(first: {', '.join(os.path.basename(p) for p in ignored[:3])})", stacklevel=3)
 
 
 def check_image_folders(root, splits=("train", "val")):
@@ -245,7 +322,7 @@ def check_image_folders(root, splits=("train", "val")):
 
 
 def open_rgb(path, draft=None):
-    """Open an image file as RGB whatever its mode (grayscale, RGBA, palette, CMYK), naming the file if it is bad.
+    """Open an image file as 8-bit RGB whatever its mode (see `to_rgb`), naming the file if it is bad.
 
     `draft` (width, height) lets a JPEG decode at a reduced scale that is still at least that size (for caches);
     the original size is kept in `image.info["original_size"]`.
@@ -258,18 +335,47 @@ def open_rgb(path, draft=None):
             if draft is not None and image.format == "JPEG":
                 image.draft(None, draft)
             image.load()
+            image = to_rgb(image)
     except Exception as err:  # PIL raises several types for damaged files
         raise ValueError(f"cannot read image {path!r} ({type(err).__name__}: {err}). Replace or delete the file "
-                         "(or pass skip_bad_images=True where the notebook offers it).") from err
-    image = to_rgb(image)
+                         "(or pass skip_bad_images=True where the notebook offers it, --skip-bad-images to "
+                         "`python -m lib.predict`).") from err
     image.info["original_size"] = original_size
     return image
 
 
-def to_rgb(image):
-    """Convert a PIL image of any mode to RGB, composing transparency on white."""
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def wide_gray_to_l(image):
+    """16- and 32-bit integer or float grayscale as 8-bit 'L', scaled by the values' range instead of clipped at 255.
+
+    16-bit modes span 0..65535. Mode I (32-bit) is what 16-bit PGM and TIFF files (and older Pillows' 16-bit PNGs)
+    open as: values within 0..65535 are read on that scale, any others by the image's own min..max. Float images
+    within [0, 1] are read on that scale, any others by their min..max (NaN as the minimum).
+    """
+    values = np.asarray(image).astype(np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        low, high = 0.0, 65535.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
     from PIL import Image
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def to_rgb(image):
+    """Convert a PIL image of any mode to 8-bit RGB: wide grayscale rescaled (`wide_gray_to_l`), transparency
+    composed on white."""
+    from PIL import Image
+    if image.mode in WIDE_GRAY_MODES:
+        image = wide_gray_to_l(image)  # PIL's own conversion clips at 255: a 16-bit image turns almost white
+    elif image.mode == "RGBa":  # premultiplied alpha (TIFF): undo it before composing
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # compose on white so transparent pixels do not turn black
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -303,35 +409,63 @@ def imagenet_eval_transform(image_size):
     ])
 
 
-def readable_images(paths, where):
-    """Decode every file up front (a truncated JPEG passes a header check); warn how many are unreadable.
+def _decodes(path):
+    """True if the image file decodes."""
+    try:
+        open_rgb(path)
+        return True
+    except ValueError:
+        return False
 
-    Returns the readable paths; the skipped ones are the rest. Used by skip_bad_images=True, so the count is
-    known before training starts instead of a crash mid-epoch.
+
+def readable_images(paths, where, skip=True):
+    """Decode every file up front (a truncated JPEG passes a header check); return the readable paths.
+
+    skip=True (skip_bad_images) warns how many are unreadable and leaves them out; skip=False stops naming them.
+    Either way the outcome is known before training starts instead of a crash mid-epoch or after training.
     """
-    good, bad = [], []
-    for path in paths:
-        try:
-            open_rgb(path)
-            good.append(path)
-        except ValueError:
-            bad.append(path)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # PIL releases the GIL while decoding
+        ok = list(pool.map(_decodes, paths))
+    good = [p for p, fine in zip(paths, ok) if fine]
+    bad = [p for p, fine in zip(paths, ok) if not fine]
+    names = ", ".join(os.path.basename(p) for p in bad[:3])
+    if bad and not skip:
+        raise ValueError(f"{len(bad)} of {len(paths)} images under {where} cannot be decoded (first: {names}). "
+                         "Replace or delete them, or pass skip_bad_images=True (`python -m lib.predict "
+                         "--skip-bad-images`) to leave them out.")
     if bad:
         warnings.warn(f"skip_bad_images=True: skipped {len(bad)} of {len(paths)} images under {where} that cannot "
-                      f"be decoded (first: {', '.join(os.path.basename(p) for p in bad[:3])})", stacklevel=2)
+                      f"be decoded (first: {names})", stacklevel=2)
     if not good:
         raise ValueError(f"none of the {len(paths)} images under {where} can be decoded: check the files.")
     return good
 
 
+class _ListedImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder over `list_image_folder`'s listing: no clutter, no links to folders followed."""
+
+    def __init__(self, root, split, transform):
+        self.listing = list_image_folder(root, split)
+        super().__init__(os.path.join(root, split), transform=transform, loader=open_rgb)
+
+    def find_classes(self, directory):
+        return list(self.listing.classes), {c: i for i, c in enumerate(self.listing.classes)}
+
+    def make_dataset(self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        return list(self.listing.samples)
+
+
 def image_folder(root, split, transform, skip_bad_images=False):
     """torchvision ImageFolder for root/split that opens every image as RGB and names bad files.
 
+    Hidden and system entries are ignored and links to folders inside class folders not followed
+    (`list_image_folder`), with a warning giving the count; `dataset.ignored_files` lists them.
     skip_bad_images=True decodes every image first and leaves out (with a warning) those that cannot be read;
     `dataset.skipped_images` lists them. By default a bad file is an error naming it when it is read.
     """
-    _check_folder_split(root, split)
-    dataset = datasets.ImageFolder(os.path.join(root, split), transform=transform, loader=open_rgb)
+    dataset = _ListedImageFolder(root, split, transform)
+    dataset.ignored_files = dataset.listing.ignored
+    warn_ignored(dataset.ignored_files, os.path.join(root, split))
     dataset.skipped_images = []
     if skip_bad_images:
         good = set(readable_images([p for p, _ in dataset.samples], os.path.join(root, split)))
@@ -342,19 +476,31 @@ def image_folder(root, split, transform, skip_bad_images=False):
 
 
 class FlatImageFolder(Dataset):
-    """Unlabeled images in one folder, in sorted file-name order; items are (image, file name)."""
+    """Unlabeled images in one folder, in sorted file-name order; items are (image, file name).
 
-    def __init__(self, root, transform, skip_bad_images=False):
+    Hidden and system entries and sub-folders are ignored (`ignored_files`, with a warning giving the count).
+    decode_all=True decodes every image now, so a bad one stops the caller before any work rather than midway;
+    skip_bad_images=True does the same but leaves the bad ones out (`skipped_images`) with a warning.
+    """
+
+    def __init__(self, root, transform, skip_bad_images=False, decode_all=False):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"test folder {root!r} not found: expected a flat folder of images. "
                                     f"See {README_DATA}.")
         self.root, self.transform = root, transform
-        self.names = sorted(f for f in os.listdir(root) if f.lower().endswith(IMAGE_EXTENSIONS))
+        with os.scandir(root) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        self.ignored_files = [e.path for e in entries if is_clutter(e.name)]
+        warn_ignored(self.ignored_files, root)
+        self.names = [e.name for e in entries if not is_clutter(e.name) and e.name.lower().endswith(IMAGE_EXTENSIONS)
+                      and e.is_file()]
         if not self.names:
-            raise FileNotFoundError(f"test folder {root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+            raise FileNotFoundError(f"test folder {root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                                    "Point test_dir (--test-dir) at the folder of test images.")
         self.skipped_images = []
-        if skip_bad_images:
-            kept = {os.path.basename(p) for p in readable_images([os.path.join(root, n) for n in self.names], root)}
+        if skip_bad_images or decode_all:
+            kept = {os.path.basename(p) for p in
+                    readable_images([os.path.join(root, n) for n in self.names], root, skip=skip_bad_images)}
             self.skipped_images = [os.path.join(root, n) for n in self.names if n not in kept]
             self.names = [n for n in self.names if n in kept]
 
@@ -393,7 +539,7 @@ def set_epoch(loader, epoch):
 
 # ---------------------------------------------------------------- decoded-once caches of image folders
 
-CACHE_VERSION = 2  # 2: training canvases hold RGBX words (4 channels)
+CACHE_VERSION = 3  # 2: training canvases hold RGBX words (4 channels); 3: wide grayscale rescaled, not clipped
 
 
 def default_canvas_size(image_size):

@@ -91,13 +91,14 @@ def load_classifier(path, device="cpu"):
 
 
 def predict_folder(model, test_dir, classes, image_size, out_path, *, batch_size=64, device="cpu", num_workers=0,
-                   amp=None):
+                   amp=None, skip_bad_images=False):
     """Predict every image of a flat folder in sorted file-name order and write `image_name,pred_label` (verified).
 
     Returns the path written. The file is written only if every image appears exactly once, in order, with a
-    class name from `classes`; images of any mode are read as RGB.
+    class name from `classes`; images of any mode are read as RGB. skip_bad_images=True leaves out (with a
+    warning giving the count) the images that cannot be decoded; otherwise the first one stops it, named.
     """
-    dataset = data.FlatImageFolder(test_dir, data.imagenet_eval_transform(image_size))
+    dataset = data.FlatImageFolder(test_dir, data.imagenet_eval_transform(image_size), skip_bad_images)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.to(device).eval()
     names, indices = [], []
@@ -113,11 +114,12 @@ def predict_folder(model, test_dir, classes, image_size, out_path, *, batch_size
     return write_csv_verified(out_path, ("image_name", "pred_label"), names, labels, dataset.names, classes)
 
 
-def predict_test_folder(checkpoint, test_dir, out_path, *, batch_size=64, device="cpu", num_workers=0, amp=None):
+def predict_test_folder(checkpoint, test_dir, out_path, *, batch_size=64, device="cpu", num_workers=0, amp=None,
+                        skip_bad_images=False):
     """Load a saved model and write its verified prediction CSV for a flat test folder; return the path."""
     model, classes, image_size = load_classifier(checkpoint, device)
     return predict_folder(model, test_dir, classes, image_size, out_path, batch_size=batch_size, device=device,
-                          num_workers=num_workers, amp=amp)
+                          num_workers=num_workers, amp=amp, skip_bad_images=skip_bad_images)
 
 
 def main(argv=None):
@@ -132,10 +134,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave out (and count) test images that cannot be decoded instead of stopping")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     path = predict_test_folder(args.checkpoint, args.test_dir, args.out, batch_size=args.batch_size, device=device,
-                               num_workers=args.num_workers)
+                               num_workers=args.num_workers, skip_bad_images=args.skip_bad_images)
     with open(path) as fh:
         rows = sum(1 for _ in fh) - 1
     print(f"wrote {path}: {rows} predictions")

@@ -149,7 +149,8 @@ def load_checkpoint(path, map_location="cpu"):
 
 # settings a resumed run may change: how long and where it runs, not what it trains
 RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile", "num_workers", "out_dir",
-                    "models", "max_steps_per_epoch", "progress"}
+                    "models", "max_steps_per_epoch", "progress",
+                    "test_pickle", "test_dir", "test_labels"}  # used only after training: a fix may follow a resume
 
 
 def _check_resume_cfg(saved, current, path):

@@ -81,10 +81,39 @@ def injected_unknown_names(namespace, declared):
     return [n for n in names if n not in declared]
 
 
-def build_cfg(namespace, annotations):
-    """Validate the parameters cell's names and types and return them as one plain `cfg` dict.
+def range_problem(name, value, rule):
+    """The complaint if a number breaks `rule` (">= 1", "> 0", "<= 1", "< 1", "[0, 1]", "(0, 1]", ...), else None.
 
-    `annotations` is the notebook's `__annotations__`, i.e. the parameters cell's `name: type = value` lines.
+    A list must satisfy it in every element; None (an Optional's "off") and non-numbers pass (types are checked
+    elsewhere).
+    """
+    if isinstance(value, (list, tuple)):
+        bad = [v for v in value if range_problem(name, v, rule)]
+        if not bad:
+            return None
+        return (f"parameter {name!r} = {value!r}: {bad[0]!r} breaks the rule, every element should be "
+                + (f"in {rule}" if rule.lstrip()[0] in "[(" else rule))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    text = rule.replace(" ", "")
+    if text[0] in "[(":
+        low, high = (float(x) for x in text[1:-1].split(","))
+        ok = (low <= value if text[0] == "[" else low < value) and (value <= high if text[-1] == "]" else value < high)
+        rule = "in " + rule
+    else:
+        op = text[:2] if text[1:2] == "=" else text[:1]
+        if op not in (">=", ">", "<=", "<"):
+            raise ValueError(f"range rule {rule!r} of {name!r} is not understood: use '>= 1', '> 0', '[0, 1]' ...")
+        bound = float(text[len(op):])
+        ok = {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]
+    return None if ok and math.isfinite(value) else f"parameter {name!r} = {value!r} should be {rule}"
+
+
+def build_cfg(namespace, annotations, ranges=None):
+    """Validate the parameters cell's names, types and ranges and return them as one plain `cfg` dict.
+
+    `annotations` is the notebook's `__annotations__`, i.e. the parameters cell's `name: type = value` lines;
+    `ranges` maps parameter names to the rule their numbers must follow (`range_problem`), declared once per notebook.
     """
     declared = dict(annotations)
     problems = [f"unknown parameter {n!r}; this notebook takes: {', '.join(declared)}"
@@ -97,6 +126,10 @@ def build_cfg(namespace, annotations):
         if not _type_ok(value, annotation):
             expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
             problems.append(f"parameter {name!r} = {value!r} should be of type {expected}")
+        elif name in (ranges or {}):
+            problems.append(range_problem(name, value, ranges[name]))
+    problems += [f"a range is declared for {n!r}, which is no parameter" for n in set(ranges or {}) - set(declared)]
+    problems = [p for p in problems if p]
     if problems:
         raise ValueError("bad notebook parameters:\n  " + "\n  ".join(problems) +
                          "\nFix the value in papermill's -p/-f arguments (configs/*.yaml) or in the parameters cell.")
