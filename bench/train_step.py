@@ -10,6 +10,7 @@ peak uses the device's dense peak where it is known.
     python -m bench.train_step [--repeats 5] [--device cpu|cuda] [--cpu-compile]
 """
 import argparse
+import os
 import time
 
 import torch

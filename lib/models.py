@@ -15,6 +15,27 @@ def _as_list(value, n, name):
     return values
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout whose CPU mask is cut from 64-bit random words, four 16-bit draws each: 3-4x faster to draw than
+    torch's per-element bernoulli_, which took a third of the CIFAR ResNet's CPU training step (README,
+    Performance). The keep probability is exact to 2**-16; elsewhere (CUDA's fused kernel) it is nn.Dropout."""
+
+    def forward(self, x):
+        dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        if not self.training or self.p == 0 or x.device.type != "cpu" or not dense:
+            return super().forward(x)
+        return x * dropout_mask(x, self.p)
+
+
+def dropout_mask(x, p):
+    """Keep-mask of `x`'s shape and memory layout, scaled by 1 / (1 - p), drawn from torch's CPU generator."""
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None)  # all 64 bits random
+    keep = words.view(torch.int16)[:n] >= round(p * 2**16) - 2**15
+    scaled = keep.to(x.dtype).mul_(1 / (1 - p))
+    return scaled.as_strided(x.shape, x.stride())  # i.i.d. draws: any order of the memory fits
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block (two k x k convolutions) with dropout between them and a projection where shape changes."""
 
@@ -23,7 +44,7 @@ class BasicBlock(nn.Module):
         pad = kernel_size // 2
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size, 1, pad, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = nn.Identity()

@@ -26,6 +26,23 @@ def test_two_layer_net_and_resnet34_have_the_seeds_counts():
     assert variants["smaller_kernel"]().features[0].kernel_size == (3, 3)
 
 
+def test_fast_dropout_drops_at_rate_p_scales_the_rest_and_keeps_the_layout():
+    drop = models.Dropout(0.1).train()
+    x = torch.ones(64, 32, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.manual_seed(0)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003  # 524,288 draws: the standard error is 0.0004
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9)) and y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes where the mask kept, scaled alike
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # drawn from torch's seeded generator: same seed, same mask
+    assert torch.equal(drop.eval()(x), x)
+    per_channel = (drop.train()(torch.ones(4096, 4, 1, 1)) == 0).float().mean(0).flatten()
+    assert (abs(per_channel - 0.1) < 0.02).all()  # every 16-bit slice of the random words is used evenly
+
+
 def test_pool_kernel_larger_than_feature_map_is_refused():
     with pytest.raises(ValueError, match="pool_kernel"):
         models.CifarResNet((16, 32, 64), (1, 1, 1), pool_kernel=16)
