@@ -163,10 +163,10 @@ def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, p
     optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
                                 weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
-    history = train.fit(model, train_loader, val_loader, epochs=settings["epochs"], optimizer=optimizer,
-                        scheduler=scheduler, device=device, checkpoint_dir=checkpoint_dir, cfg=settings,
-                        resume=resume, max_steps_per_epoch=settings["max_steps_per_epoch"], amp=amp,
-                        compile=compile, progress=progress, name=name)
+    history = train.train_model(model, train_loader, val_loader, epochs=settings["epochs"], optimizer=optimizer,
+                                scheduler=scheduler, device=device, checkpoint_dir=checkpoint_dir, cfg=settings,
+                                resume=resume, max_steps_per_epoch=settings["max_steps_per_epoch"], amp=amp,
+                                compile=compile, progress=progress, name=name)
     return model, history
 
 
