@@ -764,3 +764,8 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
                                             crop_scale=crop_scale, jitter=jitter, affine_degrees=affine_degrees,
                                             num_workers=num_workers, device=device)
     return loaders, classes
+
+
+if __name__ == "__main__":  # `python -m lib.data fetch [cifar10] [resnet50]`: see lib/fetch.py
+    from .fetch import main
+    raise SystemExit(main())
