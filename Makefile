@@ -24,7 +24,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
+# the git filter that strips outputs from saved notebooks (.gitattributes); JupyterLab saves widget state, so
+# progress bars survive a reopen
 setup: $(VENV)/.installed
+	@git config filter.nbclean.clean "$(PY) -m lib.nbclean" 2>/dev/null || true
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@echo '{"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
 
 data: setup
 	$(PY) -m lib.data fetch
@@ -46,8 +52,10 @@ report: setup
 test: demo-data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the repository root is the file browser's root (configs/ and runs/ in view); notebook 03 opens first
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR) $(LAB_ARGS) notebooks/03_cifar10_resnet.ipynb
 
 bench: setup
 	$(PY) -m bench

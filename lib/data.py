@@ -19,7 +19,7 @@ from torchvision import datasets, transforms
 from tqdm.auto import tqdm
 
 from . import augment, utils
-from .utils import README_DATA
+from .utils import DEMO_SWITCH, README_DATA
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -83,10 +83,9 @@ def find_cifar_dir(root):
         if os.path.isfile(os.path.join(candidate, "batches.meta")):
             return candidate
     raise FileNotFoundError(
-        f"no CIFAR-10 batches under {root!r}: expected {root}/cifar-10-batches-py/"
-        "{data_batch_1..5, test_batch, batches.meta}. Put the python version of CIFAR-10 there "
-        f"(torchvision.datasets.CIFAR10(root, download=True) does it when online), or run `python -m lib.demo` "
-        f"and use data_dir='data/demo/cifar10'. See {README_DATA}.")
+        f"no CIFAR-10 batches under {root!r}. {DEMO_SWITCH} For the real data: {root}/cifar-10-batches-py/"
+        "{data_batch_1..5, test_batch, batches.meta}; `make data` (python -m lib.data fetch) downloads them when "
+        f"online. See {README_DATA}.")
 
 
 def load_cifar_batch(path):
@@ -218,8 +217,8 @@ def _check_folder_split(root, split):
     """Fail with the expected layout if root/split is missing or holds no class folder with images."""
     path = os.path.join(root, split)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"missing folder {path!r}: expected {root}/{split}/<class>/<image files>. "
-                                f"See {README_DATA}, or run `python -m lib.demo` and point data_dir at data/demo/...")
+        raise FileNotFoundError(f"missing folder {path!r}. {DEMO_SWITCH} For the real data: "
+                                f"{root}/{split}/<class>/<image files>; see {README_DATA}.")
     classes = sorted(e.name for e in os.scandir(path) if e.is_dir())
     if not classes:
         raise FileNotFoundError(f"{path!r} holds no class folders: expected {path}/<class>/<image files>. "

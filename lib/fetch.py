@@ -14,10 +14,9 @@ import re
 import socket
 import sys
 
-from .utils import README_DATA, repo_path
+from .utils import DEMO_SWITCH, README_DATA, repo_path
 
 SOURCES = ("cifar10", "resnet50")
-DEMO_SWITCH = 'or try the notebooks on lib.demo\'s data: profile = "demo" in the parameters cell (-p profile demo)'
 MANUAL = {  # set -> (folder, layout, notebook)
     "imagenet-mini": ("data/imagenet-mini", "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, 50 classes", "01"),
     "hw1": ("data/hw1", "train/<class>/*.jpg, val/<class>/*.jpg and a flat test/*.jpg, 100 classes", "02"),
@@ -58,7 +57,7 @@ def fetch_cifar10(root="data/cifar10", timeout_s=20):
         raise FetchError(
             f"CIFAR-10: cannot download {cls.url} ({_reason(err)}). On a machine with internet, download it and "
             f"unpack it so that {os.path.join(root, cls.base_folder)}/ holds data_batch_1..5, test_batch and "
-            f"batches.meta (see {README_DATA}); {DEMO_SWITCH}.") from None
+            f"batches.meta (see {README_DATA}). {DEMO_SWITCH}") from None
     x_train, _, x_test, _, classes = data.load_cifar10(root)
     with contextlib.suppress(FileNotFoundError):  # unpacked and verified: the 163 MB archive is not needed again
         os.remove(os.path.join(root, cls.filename))
@@ -101,7 +100,7 @@ def fetch_weights(weights=None, build=None, timeout_s=20):
         raise FetchError(
             f"weights: cannot download {weights.url} ({_reason(err)}). On a machine with internet, download it "
             f"and put it at {path} (torch.hub.get_dir()/checkpoints/; TORCH_HOME moves it); notebook 02 then loads it "
-            f"offline; {DEMO_SWITCH}.") from None
+            f"offline. {DEMO_SWITCH}") from None
     build().load_state_dict(state)
     return f"weights: {os.path.basename(path)} verified in {os.path.dirname(path)}"
 

@@ -63,6 +63,8 @@ def main(argv=None):
     parser.add_argument("--runs", help="folder for the runs (default: runs/<profile>)")
     parser.add_argument("--fresh", action="store_true", help="run finished studies again (overwrite=True)")
     args = parser.parse_args(argv)
+    # no widget frontend is attached to a headless kernel: bars would be saved as dead widgets ("model not found")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     runs = args.runs or os.path.join("runs", args.profile)
     os.makedirs(runs, exist_ok=True)
     for notebook in args.notebooks or studies():

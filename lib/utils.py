@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 README_DATA = "README.md, section 'Data'"
+DEMO_SWITCH = 'To run on lib.demo\'s data instead: profile = "demo" in the parameters cell (papermill: -p profile demo).'
 
 
 def seed_everything(seed):
@@ -257,8 +258,8 @@ def data_kind(data_dir):
     return "demo" if "demo" in parts else "real"
 
 
-# what makes a folder "hold a run": written by start_run, fit and write_metrics
-RUN_MARKERS = ("cfg.json", "metrics.json", "checkpoints")
+# what makes a folder "hold a run": written by start_run, fit, write_metrics and the search
+RUN_MARKERS = ("cfg.json", "metrics.json", "checkpoints", "trials.csv")
 _HELD_LOCKS = {}  # lock file -> open file object: flock is held while this process lives (a kernel: until it stops)
 
 
@@ -295,6 +296,12 @@ def unlock_file(path):
     fh = _HELD_LOCKS.pop(os.path.abspath(os.fspath(path)), None)
     if fh is not None:
         fh.close()
+
+
+def lock_path_for(path):
+    """The hidden lock file beside `path` (`dir/.name.lock`), for a file two processes could write at once."""
+    path = os.path.abspath(os.fspath(path))
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
 
 
 @contextlib.contextmanager
