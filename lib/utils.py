@@ -109,9 +109,9 @@ def build_cfg(namespace, annotations):
                 for n in injected_unknown_names(namespace, declared)]
     for name, annotation in declared.items():
         value = namespace.get(name)
-        if isinstance(value, str) and _parse_container(value, annotation) is not value:
-            value = _parse_container(value, annotation)
-            namespace[name] = value
+        parsed = _parse_container(value, annotation)
+        if parsed is not value:
+            value = namespace[name] = parsed
         if annotation is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
             namespace[name] = value
@@ -317,7 +317,7 @@ def locked(path, what):
 
 
 def existing_run(out_dir):
-    """The run files already in out_dir (cfg.json, metrics.json, checkpoints/), empty if none."""
+    """The RUN_MARKERS already in out_dir, empty if none."""
     return [m for m in RUN_MARKERS if os.path.exists(os.path.join(out_dir, m))]
 
 
@@ -337,7 +337,7 @@ def start_run(cfg, out_dir, *, resume=False, overwrite=False):
     """Claim out_dir for this run (lock, no accidental overwrite), write cfg.json, print the parameters.
 
     Call it once the data is found: nothing is written before. A folder that already holds a run is refused
-    unless resume=True (continue it) or overwrite=True (its cfg.json, metrics.json and checkpoints/ are deleted).
+    unless resume=True (continue it) or overwrite=True (its RUN_MARKERS are deleted).
     Returns the absolute out_dir.
     """
     out_dir = ensure_out_dir(repo_path(out_dir))
