@@ -55,7 +55,8 @@ test: demo-data
 # the repository root is the file browser's root (configs/ and runs/ in view); notebook 03 opens first
 LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR) $(LAB_ARGS) notebooks/03_cifar10_resnet.ipynb
+	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR) \
+	  --LabApp.default_url=/lab/tree/notebooks/03_cifar10_resnet.ipynb $(LAB_ARGS)
 
 bench: setup
 	$(PY) -m bench
