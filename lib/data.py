@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import augment, utils
 from .utils import DEMO_SWITCH, README_DATA

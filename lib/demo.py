@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 # Bump when the rendering or a file layout changes, so existing demo folders are rewritten.
 FORMAT_VERSION = 2

@@ -9,7 +9,7 @@ import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .data import set_epoch
 from .utils import atomic_torch_save, atomic_write_json
