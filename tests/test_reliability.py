@@ -164,7 +164,7 @@ def _image_tree(root, classes=("cat", "dog"), splits=("train", "val"), per_class
 
 def test_missing_data_directory_names_the_path_and_the_fix(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + ".*python -m lib.demo"):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + r".*profile = \"demo\".*make data"):
         data.load_cifar10(missing)
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "train")) + ".*README"):
         data.folder_loaders(missing, image_size=16, batch_size=2)
