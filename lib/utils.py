@@ -273,6 +273,7 @@ def lock_file(path, what):
     if path in _HELD_LOCKS:
         return path
     import fcntl
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fh = open(path, "a+", encoding="utf-8")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

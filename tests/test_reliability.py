@@ -319,7 +319,7 @@ def test_papermill_parameter_of_the_wrong_type_is_named(papermill_failures):
 def test_papermill_unknown_parameter_name_is_named(papermill_failures):
     err, _ = papermill_failures["unknown_name"]
     assert err is not None and err.ename == "ValueError" and "unknown parameter 'epoch'" in err.evalue
-    assert "this notebook takes: data_dir" in err.evalue and "epochs" in err.evalue
+    assert "this notebook takes: profile, data_dir" in err.evalue and "epochs" in err.evalue
 
 
 def test_model_over_the_parameter_budget_is_refused(papermill_failures):
