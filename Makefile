@@ -46,7 +46,7 @@ run: demo-data
 
 report: setup
 	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) notebooks/05_results_report.ipynb
-	$(VENV)/bin/jupyter nbconvert --log-level WARN --to html --no-input $(RUNS)/05_results_report.ipynb \
+	$(VENV)/bin/jupyter nbconvert --log-level ERROR --to html --no-input $(RUNS)/05_results_report.ipynb \
 	  --output report.html --output-dir $(RUNS)
 
 test: demo-data
