@@ -8,9 +8,10 @@ RUNS := runs/$(PROFILE)
 STUDIES := $(filter-out %05_results_report.ipynb,$(sort $(wildcard notebooks/0*.ipynb)))
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo-data run report test lab bench clean
+.PHONY: help setup data demo-data run report test lab bench clean
 
 help:
+	@echo "make data    download CIFAR-10 and ResNet50's ImageNet weights; say where the other data sets go"
 	@echo "make run     set up .venv, write demo data, run every notebook on the '$(PROFILE)' profile into $(RUNS)/"
 	@echo "make test    set up, then the whole test suite (unit tests + every notebook on smoke parameters)"
 	@echo "make lab     JupyterLab on the same environment"
@@ -23,34 +24,39 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
+# the git filter that strips outputs from saved notebooks (.gitattributes); JupyterLab saves widget state, so
+# progress bars survive a reopen
 setup: $(VENV)/.installed
+	@git config filter.nbclean.clean "$(PY) -m lib.nbclean" 2>/dev/null || true
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@echo '{"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": true}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
+
+data: setup
+	$(PY) -m lib.data fetch
 
 demo-data: setup
 	$(PY) -m lib.demo
 
+# a second `make run` skips finished studies and resumes partial ones; FRESH=1 runs them all again (overwrite)
 run: demo-data
-	@mkdir -p $(RUNS)
-	@set -e; for nb in $(STUDIES); do \
-	  stem=$$(basename $$nb .ipynb); \
-	  echo "== $$stem ($(PROFILE))"; \
-	  $(VENV)/bin/papermill --log-level WARNING $$nb $(RUNS)/$$stem.ipynb -f configs/$$stem/$(PROFILE).yaml \
-	    -p out_dir $(RUNS)/$$stem; \
-	done
+	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) $(if $(FRESH),--fresh)
 	@if [ -f notebooks/05_results_report.ipynb ]; then $(MAKE) --no-print-directory report; fi
 	$(PY) -m lib.summary $(RUNS)
 
 report: setup
-	@mkdir -p $(RUNS)
-	$(VENV)/bin/papermill --log-level WARNING notebooks/05_results_report.ipynb $(RUNS)/05_results_report.ipynb \
-	  -p runs_dir $(RUNS) -p out_dir $(RUNS)/05_results_report
-	$(VENV)/bin/jupyter nbconvert --to html --no-input $(RUNS)/05_results_report.ipynb --output report.html \
-	  --output-dir $(RUNS)
+	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) notebooks/05_results_report.ipynb
+	$(VENV)/bin/jupyter nbconvert --log-level ERROR --to html --no-input $(RUNS)/05_results_report.ipynb \
+	  --output report.html --output-dir $(RUNS)
 
 test: demo-data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the repository root is the file browser's root (configs/ and runs/ in view); notebook 03 opens first
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR) \
+	  --LabApp.default_url=/lab/tree/notebooks/03_cifar10_resnet.ipynb $(LAB_ARGS)
 
 bench: setup
 	$(PY) -m bench

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import datasets, transforms
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import augment, utils
-from .utils import README_DATA
+from .utils import DEMO_SWITCH, README_DATA
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -83,10 +83,9 @@ def find_cifar_dir(root):
         if os.path.isfile(os.path.join(candidate, "batches.meta")):
             return candidate
     raise FileNotFoundError(
-        f"no CIFAR-10 batches under {root!r}: expected {root}/cifar-10-batches-py/"
-        "{data_batch_1..5, test_batch, batches.meta}. Put the python version of CIFAR-10 there "
-        f"(torchvision.datasets.CIFAR10(root, download=True) does it when online), or run `python -m lib.demo` "
-        f"and use data_dir='data/demo/cifar10'. See {README_DATA}.")
+        f"no CIFAR-10 batches under {root!r}. {DEMO_SWITCH} For the real data: {root}/cifar-10-batches-py/"
+        "{data_batch_1..5, test_batch, batches.meta}; `make data` (python -m lib.data fetch) downloads them when "
+        f"online. See {README_DATA}.")
 
 
 def load_cifar_batch(path, num_classes=None):
@@ -266,8 +265,8 @@ def list_image_folder(root, split):
     """Classes, (path, class index) samples and ignored entries of root/split, failing with the layout expected."""
     path = os.path.join(root, split)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"missing folder {path!r}: expected {root}/{split}/<class>/<image files>. "
-                                f"See {README_DATA}, or run `python -m lib.demo` and point data_dir at data/demo/...")
+        raise FileNotFoundError(f"missing folder {path!r}. {DEMO_SWITCH} For the real data: "
+                                f"{root}/{split}/<class>/<image files>; see {README_DATA}.")
     ignored = []
     with os.scandir(path) as scan:
         entries = sorted(scan, key=lambda e: e.name)
@@ -919,3 +918,8 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
                                             crop_scale=crop_scale, jitter=jitter, affine_degrees=affine_degrees,
                                             num_workers=num_workers, device=device, channels_last=channels_last)
     return loaders, classes
+
+
+if __name__ == "__main__":  # `python -m lib.data fetch [cifar10] [resnet50]`: see lib/fetch.py
+    from .fetch import main
+    raise SystemExit(main())

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import data, models, train
-from .utils import atomic_torch_save, atomic_write_text, resolve_device
+from .utils import atomic_torch_save, atomic_write_text, lock_path_for, locked, resolve_device
 
 
 def verify_predictions(keys, labels, expected_keys, valid_labels, what="prediction"):
@@ -117,9 +117,11 @@ def predict_folder(model, test_dir, classes, image_size, out_path, *, batch_size
 def predict_test_folder(checkpoint, test_dir, out_path, *, batch_size=64, device="cpu", num_workers=0, amp=None,
                         skip_bad_images=False):
     """Load a saved model and write its verified prediction CSV for a flat test folder; return the path."""
-    model, classes, image_size = load_classifier(checkpoint, device)
-    return predict_folder(model, test_dir, classes, image_size, out_path, batch_size=batch_size, device=device,
-                          num_workers=num_workers, amp=amp, skip_bad_images=skip_bad_images)
+    # a second writer of the same CSV stops at once, naming this one, instead of racing it
+    with locked(lock_path_for(out_path), f"prediction file {out_path}"):
+        model, classes, image_size = load_classifier(checkpoint, device)
+        return predict_folder(model, test_dir, classes, image_size, out_path, batch_size=batch_size, device=device,
+                              num_workers=num_workers, amp=amp, skip_bad_images=skip_bad_images)
 
 
 def main(argv=None):

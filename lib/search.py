@@ -165,10 +165,10 @@ def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, p
     optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
                                 weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
-    history = train.fit(model, train_loader, val_loader, epochs=settings["epochs"], optimizer=optimizer,
-                        scheduler=scheduler, device=device, checkpoint_dir=checkpoint_dir, cfg=settings,
-                        resume=resume, max_steps_per_epoch=settings["max_steps_per_epoch"], amp=amp,
-                        channels_last=channels_last, compile=compile, progress=progress, name=name)
+    history = train.train_model(model, train_loader, val_loader, epochs=settings["epochs"], optimizer=optimizer,
+                                scheduler=scheduler, device=device, checkpoint_dir=checkpoint_dir, cfg=settings,
+                                resume=resume, max_steps_per_epoch=settings["max_steps_per_epoch"], amp=amp,
+                                channels_last=channels_last, compile=compile, progress=progress, name=name)
     return model, history
 
 
@@ -254,7 +254,16 @@ def run_search(trials, settings, tensors, log_path, *, backend="local", resume=T
 
     With resume=True the rows already in `log_path` whose design and settings match the plan are kept and their
     trials skipped; resume=False starts the log afresh. backend='ray' runs the same `run_trial` as Ray Tune trials.
+    A second search writing the same log stops at once (an OS lock beside it), naming the first one's process.
     """
+    with utils.locked(utils.lock_path_for(log_path), f"trial log {log_path}"):
+        return _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, cpus_per_trial,
+                           gpus_per_trial, ray_address, ray_dir, progress)
+
+
+def _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, cpus_per_trial, gpus_per_trial,
+                ray_address, ray_dir, progress):
+    """run_search's work, under its lock."""
     done = {}
     if resume:
         planned = {t["trial"]: trial_key(t["design"], settings) for t in trials}

@@ -1,6 +1,7 @@
 """`fit` and `evaluate`, with per-epoch history, atomic checkpoints (last and best) and exact resume."""
 import contextlib
 import glob
+import json
 import math
 import os
 import pickle
@@ -8,12 +9,12 @@ import time
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import precision
 from .data import set_epoch
 from .precision import autocast
-from .utils import atomic_torch_save
+from .utils import atomic_torch_save, atomic_write_json
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "best_metric", "history", "cfg", "rng")
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
@@ -118,14 +119,22 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, *, epoch, model, optimizer, scheduler, best_metric, history, cfg, scaler=None):
-    """Write a checkpoint atomically: a crash during the save leaves the previous file usable."""
-    atomic_torch_save({
-        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "best_metric": best_metric, "history": history, "cfg": cfg, "rng": _rng_state(),
-    }, path)
+def save_checkpoint(path, *, epoch, model, optimizer, scheduler, best_metric, history, cfg, scaler=None,
+                    resumable=None):
+    """Write a checkpoint atomically: a crash during the save leaves the previous file usable.
+
+    A resumable checkpoint (last.pt) holds everything resume needs: optimizer, scheduler, gradient scaler and RNG
+    state. Otherwise (best.pt, the default for that name) only the weights and their record: epoch, metric,
+    history, cfg; the optimizer state would triple the file (AdamW) and nothing resumes from the best epoch.
+    """
+    if resumable is None:
+        resumable = os.path.basename(os.fspath(path)) != "best.pt"
+    state = {"epoch": epoch, "model": model.state_dict(), "best_metric": best_metric, "history": history, "cfg": cfg}
+    if resumable:
+        state.update(optimizer=optimizer.state_dict(), rng=_rng_state(),
+                     scheduler=scheduler.state_dict() if scheduler is not None else None,
+                     scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None)
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -302,6 +311,47 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
             print(f"[{name}] epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.3f} acc "
                   f"{row['train_acc']:.3f} | val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} | "
                   f"{row['seconds']:.1f} s", flush=True)
+    return history
+
+
+FINISHED = "finished.json"
+
+
+def _plain(cfg):
+    """cfg as it reads back from JSON, so a saved and a current cfg compare equal."""
+    return json.loads(json.dumps(cfg, default=str))
+
+
+def train_model(model, train_loader, val_loader, *, epochs, checkpoint_dir=None, cfg=None, resume=False,
+                device="cpu", name="model", **fit_kwargs):
+    """`fit`, then keep what a finished model needs: best.pt (weights) and finished.json (history); last.pt goes.
+
+    last.pt, with the optimizer state, exists only while a model trains, so an interrupted run resumes exactly.
+    With resume=True a model that finished earlier in checkpoint_dir is not trained again: its best weights are
+    loaded into `model` and its history returned. A finished model cannot be extended to more epochs.
+    """
+    if checkpoint_dir is None:
+        return fit(model, train_loader, val_loader, epochs=epochs, cfg=cfg, resume=resume, device=device, name=name,
+                   **fit_kwargs)
+    done = os.path.join(checkpoint_dir, FINISHED)
+    if resume and os.path.isfile(done):
+        with open(done, encoding="utf-8") as fh:
+            record = json.load(fh)
+        _check_resume_cfg(record.get("cfg"), _plain(cfg), done)
+        if record["epochs"] < epochs:
+            raise ValueError(f"[{name}] finished after {record['epochs']} epochs in {checkpoint_dir} and keeps no "
+                             f"optimizer state, so it cannot be extended to epochs={epochs}. Train afresh: another "
+                             "out_dir, or overwrite=True.")
+        best = load_checkpoint(os.path.join(checkpoint_dir, "best.pt"), map_location=device)
+        load_model_state(model, best["model"], os.path.join(checkpoint_dir, "best.pt"))
+        model.to(device)
+        print(f"[{name}] finished earlier ({record['epochs']} epochs, {done}): not trained again")
+        return record["history"]
+    history = fit(model, train_loader, val_loader, epochs=epochs, checkpoint_dir=checkpoint_dir, cfg=cfg,
+                  resume=resume, device=device, name=name, **fit_kwargs)
+    atomic_write_json(done, {"epochs": epochs, "history": history, "cfg": _plain(cfg)})
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(checkpoint_dir, "last.pt"))
     return history
 
 

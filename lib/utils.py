@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 README_DATA = "README.md, section 'Data'"
+DEMO_SWITCH = 'To run on lib.demo\'s data instead: profile = "demo" in the parameters cell (papermill: -p profile demo).'
 
 
 def seed_everything(seed):
@@ -66,6 +67,11 @@ def _type_ok(value, annotation):
 
 def injected_unknown_names(namespace, declared):
     """Names papermill injected that the parameters cell does not declare (typos like `epoch=3`)."""
+    return [n for n in injected_names(namespace) if n not in declared]
+
+
+def injected_names(namespace):
+    """Names papermill assigned in its injected '# Parameters' cell (what -p, -y and -f gave), in order."""
     history = namespace.get("In")
     if not isinstance(history, list) or len(history) < 2:
         return []
@@ -77,8 +83,20 @@ def injected_unknown_names(namespace, declared):
         tree = ast.parse(previous)
     except SyntaxError:
         return []
-    names = [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
-    return [n for n in names if n not in declared]
+    return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+
+
+def _parse_container(value, annotation):
+    """A list/dict parameter given as a string (papermill's -p passes strings): its JSON/YAML reading, else value."""
+    wanted = typing.get_origin(annotation) or annotation
+    if not isinstance(value, str) or wanted not in (list, tuple, dict):
+        return value
+    import yaml
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if isinstance(parsed, (list, tuple) if wanted is not dict else dict) else value
 
 
 def range_problem(name, value, rule):
@@ -120,12 +138,18 @@ def build_cfg(namespace, annotations, ranges=None):
                 for n in injected_unknown_names(namespace, declared)]
     for name, annotation in declared.items():
         value = namespace.get(name)
+        parsed = _parse_container(value, annotation)
+        if parsed is not value:
+            value = namespace[name] = parsed
         if annotation is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
             namespace[name] = value
         if not _type_ok(value, annotation):
             expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-            problems.append(f"parameter {name!r} = {value!r} should be of type {expected}")
+            hint = (" (papermill's -p passes a string: give a list or dict as JSON/YAML text, e.g. -p "
+                    f"{name} '[1, 2]', or with -y '{name}: [1, 2]' or in a YAML file with -f)"
+                    if isinstance(value, str) and (typing.get_origin(annotation) or annotation) in (list, dict) else "")
+            problems.append(f"parameter {name!r} = {value!r} should be of type {expected}{hint}")
         elif name in (ranges or {}):
             problems.append(range_problem(name, value, ranges[name]))
     problems += [f"a range is declared for {n!r}, which is no parameter" for n in set(ranges or {}) - set(declared)]
@@ -267,11 +291,105 @@ def data_kind(data_dir):
     return "demo" if "demo" in parts else "real"
 
 
-def start_run(cfg, out_dir):
-    """Create and check out_dir, write cfg.json there, print the cfg; return the absolute out_dir."""
+# what makes a folder "hold a run": written by start_run, fit, write_metrics and the search
+RUN_MARKERS = ("cfg.json", "metrics.json", "checkpoints", "trials.csv")
+_HELD_LOCKS = {}  # lock file -> open file object: flock is held while this process lives (a kernel: until it stops)
+
+
+def lock_file(path, what):
+    """Take an exclusive OS lock on `path` (created if needed) for the life of this process, or fail at once.
+
+    The lock (fcntl.flock) dies with the process, so a crashed run never leaves a stale lock; the file holds the
+    holder's process id for the message. Taking a lock this process already holds is a no-op.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if path in _HELD_LOCKS:
+        return path
+    import fcntl
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise RuntimeError(f"{what} is in use by another process (pid {holder}, lock {path}). Wait for it to "
+                           "finish or stop it (a JupyterLab kernel: restart or shut it down), or use another "
+                           "folder.") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    _HELD_LOCKS[path] = fh
+    return path
+
+
+def unlock_file(path):
+    """Release a lock taken with lock_file (closing the file releases flock)."""
+    fh = _HELD_LOCKS.pop(os.path.abspath(os.fspath(path)), None)
+    if fh is not None:
+        fh.close()
+
+
+def lock_path_for(path):
+    """The hidden lock file beside `path` (`dir/.name.lock`), for a file two processes could write at once."""
+    path = os.path.abspath(os.fspath(path))
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+
+
+@contextlib.contextmanager
+def locked(path, what):
+    """`with locked(path, what):` holds lock_file(path) for the block only, unless this process held it before."""
+    held_before = os.path.abspath(os.fspath(path)) in _HELD_LOCKS
+    lock_file(path, what)
+    try:
+        yield
+    finally:
+        if not held_before:
+            unlock_file(path)
+
+
+def existing_run(out_dir):
+    """The RUN_MARKERS already in out_dir, empty if none."""
+    return [m for m in RUN_MARKERS if os.path.exists(os.path.join(out_dir, m))]
+
+
+def format_cfg(cfg, width=110):
+    """The parameters as compact `name=value` lines, not a JSON dump."""
+    lines, line = [], ""
+    for name, value in cfg.items():
+        item = f"{name}={value!r}"
+        if line and len(line) + 2 + len(item) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line}  {item}" if line else item
+    return "\n".join(lines + [line])
+
+
+def start_run(cfg, out_dir, *, resume=False, overwrite=False):
+    """Claim out_dir for this run (lock, no accidental overwrite), write cfg.json, print the parameters.
+
+    Call it once the data is found: nothing is written before. A folder that already holds a run is refused
+    unless resume=True (continue it) or overwrite=True (its RUN_MARKERS are deleted).
+    Returns the absolute out_dir.
+    """
     out_dir = ensure_out_dir(repo_path(out_dir))
+    lock_file(os.path.join(out_dir, ".lock"), f"out_dir {out_dir}")
+    found = existing_run(out_dir)
+    if found and not (resume or overwrite):
+        raise FileExistsError(
+            f"out_dir {out_dir} already holds a run ({', '.join(found)}); nothing was written. Continue it with "
+            "resume=True (-p resume True), write elsewhere with another out_dir (-p out_dir runs/mine), or replace "
+            "it with overwrite=True (-p overwrite True).")
+    if found and overwrite and not resume:
+        import shutil
+        for name in found:
+            target = os.path.join(out_dir, name)
+            shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+        print(f"overwrite=True: removed the previous run's {', '.join(found)} from {out_dir}")
     atomic_write_json(os.path.join(out_dir, "cfg.json"), cfg)
-    print(json.dumps(cfg, indent=1, default=str))
+    print(format_cfg(cfg))
     print(f"outputs -> {out_dir}")
     return out_dir
 

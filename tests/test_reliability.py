@@ -164,7 +164,7 @@ def _image_tree(root, classes=("cat", "dog"), splits=("train", "val"), per_class
 
 def test_missing_data_directory_names_the_path_and_the_fix(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + ".*python -m lib.demo"):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + r".*profile = \"demo\".*make data"):
         data.load_cifar10(missing)
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "train")) + ".*README"):
         data.folder_loaders(missing, image_size=16, batch_size=2)
@@ -319,7 +319,7 @@ def test_papermill_parameter_of_the_wrong_type_is_named(papermill_failures):
 def test_papermill_unknown_parameter_name_is_named(papermill_failures):
     err, _ = papermill_failures["unknown_name"]
     assert err is not None and err.ename == "ValueError" and "unknown parameter 'epoch'" in err.evalue
-    assert "this notebook takes: data_dir" in err.evalue and "epochs" in err.evalue
+    assert "this notebook takes: profile, data_dir" in err.evalue and "epochs" in err.evalue
 
 
 def test_model_over_the_parameter_budget_is_refused(papermill_failures):
