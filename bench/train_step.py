@@ -1,7 +1,7 @@
 """Training step: images/s of forward + backward + optimizer step for each notebook's model at its input size.
 
 Each figure runs `lib.train.train_one_epoch` (the notebooks' loop) over one batch repeated, so it counts what `fit`
-does per step. Rows: plain float32 eager (the baseline), each switch alone (bf16 autocast, channels_last,
+does per step; the settings of a model are timed in turn, round after round, so load changes hit them alike. Rows: plain float32 eager (the baseline), each switch alone (bf16 autocast, channels_last,
 torch.compile) and the defaults (`amp=None`, `channels_last=None`, `compile=None`: what lib.precision picks for
 this device). On the CPU, compile is timed for the CIFAR model only (compiling a 224-px model takes minutes on a
 small CPU); `--cpu-compile` times it for every model. FLOPs per image come from FlopCounterMode; the share of
@@ -92,8 +92,8 @@ class RepeatedBatch:
         return iter([(self.x, self.y)] * self.steps)
 
 
-def step_rate(make_model, size, batch, device, repeats, *, amp=False, channels_last=False, compile=False):
-    """Images/s of training steps (median of `repeats` rounds after warm-up), run by the notebooks' own loop."""
+def step_round(make_model, size, batch, device, *, amp=False, channels_last=False, compile=False):
+    """A function that runs one timed round of training steps in the notebooks' own loop and returns its images/s."""
     torch.manual_seed(0)
     model = make_model().to(device, memory_format=precision.memory_format(channels_last))
     step_model = torch.compile(model) if compile else model
@@ -101,13 +101,25 @@ def step_rate(make_model, size, batch, device, repeats, *, amp=False, channels_l
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=precision.memory_format(
         channels_last))
     loader = RepeatedBatch(x, torch.randint(0, 10, (batch,), device=device), steps=2 if size <= 64 else 1)
-    rounds = []
-    for r in range(repeats + (3 if compile else 1)):  # warm-up rounds first (compilation, allocator, caches)
-        rounds.append(train.train_one_epoch(step_model, loader, optimizer, nn.CrossEntropyLoss(), device=device,
-                                            amp=amp, scaler=precision.grad_scaler(device, amp), scheduler=None,
-                                            epoch=r, steps=len(loader), progress=False))
-    rates = sorted(r["count"] / r["seconds"] for r in rounds[-repeats:])
-    return rates[len(rates) // 2]
+    scaler = precision.grad_scaler(device, amp)
+
+    def one_round(epoch=0):
+        done = train.train_one_epoch(step_model, loader, optimizer, nn.CrossEntropyLoss(), device=device, amp=amp,
+                                     scaler=scaler, scheduler=None, epoch=epoch, steps=len(loader), progress=False)
+        return done["count"] / done["seconds"]
+    for epoch in range(3 if compile else 1):  # warm-up: compilation, allocator, oneDNN's kernel choices
+        one_round(epoch)
+    return one_round
+
+
+def interleaved_rates(rounds, repeats):
+    """Median images/s of each round function, timed in turn (A, B, C, A, B, C, ...) so that a change in the
+    machine's load during the run reaches every setting alike."""
+    rates = {label: [] for label in rounds}
+    for _ in range(repeats):
+        for label, one_round in rounds.items():
+            rates[label].append(one_round())
+    return {label: sorted(r)[len(r) // 2] for label, r in rates.items()}
 
 
 def variants_for(device, name, cpu_compile):
@@ -138,11 +150,14 @@ def main(argv=None):
     for notebook, name, make_model, size, gpu_batch, cpu_batch in notebook_models():
         batch = gpu_batch if device.type == "cuda" else cpu_batch
         forward_flops, step_flops = training_flops(make_model, size)
-        baseline = None
-        for label, settings in variants_for(device, name, args.cpu_compile):
-            started = time.perf_counter()
-            rate = step_rate(make_model, size, batch, device, args.repeats, **settings)
-            baseline = baseline or rate
+        started = time.perf_counter()
+        variants = variants_for(device, name, args.cpu_compile)
+        rounds = {label: step_round(make_model, size, batch, device, **settings) for label, settings in variants}
+        rates = interleaved_rates(rounds, args.repeats)
+        del rounds
+        baseline = rates[variants[0][0]]
+        for label, settings in variants:
+            rate = rates[label]
             peak = peak_tflops(device, settings.get("amp") == "bf16")
             achieved = step_flops * rate / 1e12
             share = f"{100 * achieved / peak:.1f}%" if peak else "n/a"
@@ -150,7 +165,8 @@ def main(argv=None):
                 ratios[name] = rate / baseline
             rows.append([notebook, name, f"{size} px", batch, label, fmt(rate, 1), f"{rate / baseline:.2f}x",
                          f"{forward_flops / 1e9:.2f}", f"{achieved:.3f}", share])
-            print(f"  {name}, {label}: {rate:.1f} img/s ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(f"  {name}, {label}: {rate:.1f} img/s", flush=True)
+        print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
     print_table(["notebook", "model", "input", "batch", "settings", "img/s", "vs fp32 eager", "GFLOP/img fwd",
                  "TFLOP/s achieved", "% of peak"], rows)
     peak = cpu_peak_tflops()
