@@ -1,8 +1,9 @@
 """Training step: images/s of forward + backward + optimizer step for each notebook's model at its input size.
 
 Each figure runs `lib.train.train_one_epoch` (the notebooks' loop) over one batch repeated, so it counts what `fit`
-does per step; the settings of a model are timed in turn, round after round, so load changes hit them alike. Rows: plain float32 eager (the baseline), each switch alone (bf16 autocast, channels_last,
-torch.compile) and the defaults (`amp=None`, `channels_last=None`, `compile=None`: what lib.precision picks for
+does per step; the settings of a model are timed in turn, round after round, so load changes hit them alike.
+Rows: plain float32 eager (the baseline), each switch alone (bf16 autocast, channels_last, torch.compile) and the
+defaults (`amp=None`, `channels_last=None`, `compile=None`: what lib.precision picks for
 this device). On the CPU, compile is timed for the CIFAR model only (compiling a 224-px model takes minutes on a
 small CPU); `--cpu-compile` times it for every model. FLOPs per image come from FlopCounterMode; the share of
 peak uses the device's dense peak where it is known.
