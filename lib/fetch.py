@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import socket
-import sys
 
 from .utils import DEMO_SWITCH, README_DATA, repo_path
 

@@ -6,7 +6,6 @@ import os
 import pickle
 import re
 import shutil
-import warnings
 
 import numpy as np
 import papermill
