@@ -12,9 +12,9 @@ from torch import nn
 from .progress import tqdm
 
 from . import precision
-from .data import set_epoch
+from .folders import set_epoch
 from .precision import autocast
-from .utils import atomic_torch_save, atomic_write_json
+from .files import atomic_torch_save, atomic_write_json
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "best_metric", "history", "cfg", "rng")
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
