@@ -132,8 +132,8 @@ def train_experiment(name, run, loaders, classes, backbone_state, pretrained):
     # score the best epoch's weights (what is exported)
     scored = score_checkpoint(model, os.path.join(checkpoint_dir, "best.pt"), loaders["val"], run.device, amp=run.amp)
     row = {"use_cbam": use_cbam, "loss": loss_kind, "parameters": utils.count_parameters(model),
-           "best_val_acc": max(history["val_acc"]), "best_epoch": scored["epoch"], "best_weights_val_acc": scored["acc"],
-           "final_train_acc": history["train_acc"][-1],
+           "best_val_acc": max(history["val_acc"]), "best_epoch": scored["epoch"],
+           "best_weights_val_acc": scored["acc"], "final_train_acc": history["train_acc"][-1],
            "seconds_per_epoch": sum(history["seconds"]) / len(history["seconds"]),
            "saved_mib": utils.mib(utils.state_dict_bytes(model))}
     print(f"{name}: best val acc {row['best_val_acc']:.4f} (epoch {row['best_epoch']}), "
