@@ -157,8 +157,9 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 # settings a resumed run may change: how long and where it runs, not what it trains
-RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile", "num_workers", "out_dir",
-                    "models", "max_steps_per_epoch", "progress",
+RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile_model", "num_workers", "out_dir",
+                    "model_names", "max_steps_per_epoch", "progress",
+                    "compile", "models",  # the two above under their former names, as older checkpoints hold them
                     "test_pickle", "test_dir", "test_labels"}  # used only after training: a fix may follow a resume
 
 

@@ -378,7 +378,8 @@ def test_notebook_01_counts_what_its_loaders_feed(demo_root, tmp_path):
     _add_clutter(first)
     real = {s: sum(1 for _ in (root / s).glob("*/*.JPEG")) for s in ("train", "val")}
     try:
-        err = _papermill("01_two_layer_imagenet_mini", tmp_path, {"data_dir": str(root), "models": ["single_layer"]})
+        err = _papermill("01_two_layer_imagenet_mini", tmp_path,
+                         {"data_dir": str(root), "model_names": ["single_layer"]})
     finally:  # this copy's caches would otherwise pile up under data/cache, one set per test run
         for split in ("train", "val"):
             place = hashlib.sha256(os.path.abspath(root / split).encode()).hexdigest()[:8]
