@@ -1,4 +1,4 @@
-"""The results report (notebook 05): find each study's run, read its metrics.json through lib.results, say what is missing.
+"""The results report (notebook 05): find each study's run, read it through lib.results, say what is missing.
 
 A study without a readable run is "not run", with the reason (no metrics.json, a failed latest run, a file off the
 schema, named by lib.results) and the command that produces it; nothing here raises for a missing or broken run.

@@ -146,7 +146,8 @@ def find_experiment(results, cbam, loss):
 def _rows_02(r):
     """Study 02: the final model (ResNet50 + CBAM, focal) and the loss x CBAM grid, size, time per epoch."""
     final = _model(r, r.extra["final_experiment"]) if r else None
-    weights = ("ImageNet-pretrained" if r.extra["pretrained"] else "trained from scratch (no ImageNet weights)") if r else ""
+    weights = "" if r is None else (
+        "ImageNet-pretrained" if r.extra["pretrained"] else "trained from scratch (no ImageNet weights)")
     minutes = studies.figure("02", "final_seconds_per_epoch") / 60
     return [
         ("final model val accuracy (CBAM + focal)", "final_val_acc", _field(final), "pct", weights),

@@ -1,4 +1,4 @@
-"""The results report (lib/report.py, lib/tables.py, plots.plot_studies_*, notebook 05) on a fixture of runs written here."""
+"""The results report (lib/report.py, lib/tables.py, plots.plot_studies_*, notebook 05) on runs written here."""
 import dataclasses
 import json
 import os
