@@ -231,3 +231,15 @@ def test_report_notebook_on_the_fixture(tmp_path):
     assert "not run" in text and "all checks passed" in text and "DEMO DATA" in text
     saved = results.read(out)
     assert saved.headline["studies_with_results"] == 3 and saved.extra["studies"]["04"]["status"] == "not run"
+
+
+def test_summary_prints_each_runs_headline_and_names_a_file_off_the_schema(tmp_path):
+    from lib import summary
+    runs_dir = write_runs(tmp_path, broken={"04_cifar10_random_search"})
+    lines = summary.summarize(str(runs_dir))
+    assert lines[0] == f"results under {runs_dir}:" and len(lines) == 5
+    line03 = next(line for line in lines if "03_cifar10_resnet" in line)
+    assert "best_val_acc 55.00%, test_acc 53.00%" in line03 and "[demo data, 3 epochs, cpu]" in line03
+    line04 = next(line for line in lines if "04_cifar10_random_search" in line)
+    assert "unreadable" in line04 and str(runs_dir / "04_cifar10_random_search" / "metrics.json") in line04
+    assert summary.summarize(str(tmp_path / "none"))[1] == "  (no metrics.json yet: run `make run`)"
