@@ -1,9 +1,12 @@
-"""Figures: learning curves, confusion matrix, per-class accuracy, comparisons. Each is saved as PNG and returned."""
+"""Figures: learning curves, confusion matrix, per-class accuracy, comparisons, and the report's figures over every
+study (`plot_studies_*`, notebook 05). Each is saved as PNG and returned."""
 import os
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import numpy as np
+
+from lib import studies, tables
 
 
 def _save(fig, path):
@@ -186,5 +189,104 @@ def plot_design_effects(blocks, first_channels, accuracies, path=None, title=Non
     ax_c.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _study_panel(ax, run):
+    """One study's learning curves on ax: validation solid, training dashed; a search's many trials without legend."""
+    curves = {name: m.history for name, m in run.results.models.items() if m.history} if run.results else {}
+    ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+    ax.set_title(f"{run.study} {run.title} ({run.results.data if run.results else tables.NOT_RUN})", fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    crowded, last_epoch = len(curves) > 6, 1  # many search trials: validation only, no legend
+    for i, (name, h) in enumerate(curves.items()):
+        val, train_acc = h.get("val_acc") or [], h.get("train_acc") or []
+        epochs = h.get("epoch") or list(range(1, max(len(val), len(train_acc)) + 1))  # fit counts from 1
+        marker = "o" if len(epochs) < 8 else None  # a 1-epoch run is a point, not a line
+        if val:
+            ax.plot(epochs[:len(val)], val, "-", marker=marker, color=f"C{i % 10}", label=name,
+                    alpha=0.6 if crowded else 1)
+        if train_acc and not crowded:
+            ax.plot(epochs[:len(train_acc)], train_acc, "--", marker=marker, color=f"C{i % 10}", alpha=0.6)
+        last_epoch = max([last_epoch, *epochs])
+    ax.set_xlim(0.5, last_epoch + 0.5)
+    if last_epoch <= 10:
+        ax.set_xticks(range(1, last_epoch + 1))
+    if not curves:
+        ax.text(0.5, 0.5, tables.NOT_RUN if run.results is None else "no history", ha="center", va="center",
+                transform=ax.transAxes, fontsize=14, color="0.4")
+    elif not crowded:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.02, 0.95, f"{len(curves)} trials (validation)", transform=ax.transAxes, fontsize=8, va="top")
+
+
+def plot_studies_learning_curves(runs, path=None):
+    """One panel per study (lib.report's runs): validation (solid) and training (dashed) accuracy, models overlaid."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
+    for ax, run in zip(axes[0], runs.values()):
+        _study_panel(ax, run)
+    fig.suptitle(f"learning curves: validation solid, training dashed ({tables.data_label(runs)})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _published_points(ax, colors):
+    """The write-ups' (parameters, accuracy) figures as hollow markers, labelled."""
+    for study, name, params, acc in studies.published_points():
+        ax.scatter([params], [acc], facecolors="none", edgecolors=colors[study], s=70, linewidths=1.5)
+        right = params > 1e7  # label big models on their left, inside the axes
+        ax.annotate(f"{study} {name} (write-up)", (params, acc), fontsize=7, xytext=(-6 if right else 6, -9),
+                    textcoords="offset points", ha="right" if right else "left")
+    ax.scatter([], [], facecolors="none", edgecolors="0.3", s=70, linewidths=1.5,
+               label="write-ups (real data, full runs)")
+
+
+def plot_studies_accuracy_vs_parameters(runs, path=None):
+    """Best validation accuracy against parameters (log x) for every model of every study; write-ups' figures hollow."""
+    table = tables.models_table(runs).dropna(subset=["parameters", "best_val_acc"])
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colors = {study: f"C{i}" for i, study in enumerate(studies.STUDIES)}
+    for study, group in table.groupby("study"):
+        ax.scatter(group["parameters"], group["best_val_acc"], color=colors[study], s=40,
+                   label=f"{study} ours ({runs[study].results.data} data)")
+        for _, row in group.iterrows():
+            ax.annotate(row["model"], (row["parameters"], row["best_val_acc"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+    for study, run in runs.items():
+        if run.trials is not None and len(run.trials):
+            epochs = run.results.extra["search"]["trial_epochs"]
+            ax.scatter(run.trials["params"], run.trials["val_acc"], color=colors[study], s=12, alpha=0.4, marker="x",
+                       label=f"{study} search trials ({tables.plural(epochs, 'epoch')} each)")
+    _published_points(ax, colors)
+    ax.set_xscale("log")
+    ax.set(xlabel="trainable parameters (log scale)", ylabel="best validation accuracy", ylim=(0, 1),
+           title=f"accuracy vs parameters, all studies ({tables.data_label(runs)})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: low demo points sit bottom right
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_studies_seconds_per_epoch(runs, path=None):
+    """Horizontal bars of seconds per epoch for every model of every study, labelled with its study and device."""
+    table = tables.models_table(runs).dropna(subset=["seconds_per_epoch"])
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.32 * len(table) + 1.2)))
+    if table.empty:
+        ax.text(0.5, 0.5, "no timings: no study has results", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        labels = [f"{r.study} {r.model} ({r.device})" for r in table.itertuples()]
+        colors = [f"C{list(studies.STUDIES).index(s)}" for s in table["study"]]
+        ax.barh(labels, table["seconds_per_epoch"], color=colors)
+        for y, v in enumerate(table["seconds_per_epoch"]):
+            ax.annotate(tables.fmt_duration(v), (v, y), xytext=(3, 0), textcoords="offset points", va="center",
+                        fontsize=7)
+        ax.invert_yaxis()
+        ax.margins(x=0.12)  # room for the labels right of the bars
+        if table["seconds_per_epoch"].max() > 30 * table["seconds_per_epoch"].min() > 0:
+            ax.set_xscale("log")  # a GPU run beside CPU demos, or a tiny search trial beside ResNet50
+        ax.set(xlabel="seconds per epoch (different data and devices: compare within a study)")
+    ax.set_title(f"seconds per epoch per model ({tables.data_label(runs)})")
     fig.tight_layout()
     return _save(fig, path)

@@ -1,26 +1,29 @@
-"""`python -m lib.summary runs/demo`: one line per notebook run with its headline metric."""
+"""`python -m lib.summary runs/demo`: one line per notebook run with its headline figures (lib.results' schema)."""
 import glob
-import json
 import os
 import sys
 
+from lib import results, tables
+
+
+def summary_line(path):
+    """One run's line: its notebook, headline figures, data kind, epochs and device (or why it cannot be read)."""
+    stem = os.path.basename(os.path.dirname(path))
+    try:
+        run = results.read(path)
+    except results.ResultsError as err:
+        return f"  {stem:<32} unreadable: {err}"
+    return (f"  {stem:<32} {tables.headline_text(run.headline)}   "
+            f"[{run.data} data, {run.epochs_run} epochs, {run.device}]")
+
 
 def summarize(runs_dir):
-    """Lines describing each run's headline metric, data kind and time, from the metrics.json files."""
+    """Lines describing each run's headline figures, data kind and device, from the metrics.json files."""
     lines = [f"results under {runs_dir}:"]
-    paths = sorted(glob.glob(os.path.join(runs_dir, "*", "metrics.json")))
+    paths = sorted(glob.glob(os.path.join(runs_dir, "*", results.FILE_NAME)))
     if not paths:
         return lines + ["  (no metrics.json yet: run `make run`)"]
-    for path in paths:
-        with open(path) as fh:
-            m = json.load(fh)
-        head = m.get("headline", {})
-        value = head.get("value")
-        shown = f"{value:.2%}" if isinstance(value, float) and 0 <= value <= 1 else str(value)
-        stem = os.path.basename(os.path.dirname(path))
-        lines.append(f"  {stem:<32} {head.get('name', '?')}: {shown:>8}   [{m.get('data', '?')} data, "
-                     f"{m.get('epochs_run', '?')} epochs, {m.get('device', '?')}]")
-    return lines
+    return lines + [summary_line(path) for path in paths]
 
 
 def main(argv=None):

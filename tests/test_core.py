@@ -6,21 +6,21 @@ import pytest
 import torch
 import torchvision
 
-from lib import augment, cifar, config, files, folders, models, predict, train, utils
+from lib import augment, cifar, config, files, folders, models, predict, studies, train, utils
 
 
 # ---------------------------------------------------------------- models
 
-def test_cifar_resnet_has_the_seeds_parameter_count():
+def test_cifar_resnet_has_the_write_ups_parameter_count():
     model = models.CifarResNet((32, 64, 128), (4, 4, 3), dropout=0.1)
-    assert utils.count_parameters(model) == 1_177_130
+    assert utils.count_parameters(model) == studies.figure("03", "parameters") == 1_177_130
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_two_layer_net_and_resnet34_have_the_seeds_counts():
+def test_two_layer_net_and_resnet34_have_the_write_ups_counts():
     variants = models.two_layer_variants(50)
-    assert utils.count_parameters(variants["two_layer"]()) == 3_318_898
-    assert utils.count_parameters(variants["resnet34"]()) == 21_310_322
+    assert utils.count_parameters(variants["two_layer"]()) == studies.figure("01", "two_layer_parameters")
+    assert utils.count_parameters(variants["resnet34"]()) == studies.figure("01", "resnet34_parameters")
     assert models.count_effective_layers(variants["two_layer"]()) == 2
     assert models.count_effective_layers(variants["single_layer"]()) == 1
     assert variants["smaller_kernel"]().features[0].kernel_size == (3, 3)

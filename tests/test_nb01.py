@@ -1,5 +1,4 @@
 """Notebook 01 (two-layer net vs ResNet34): its comparison figure, and a run on a subset of the models."""
-import json
 
 import matplotlib
 import papermill
@@ -7,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from lib import plots
+from lib import plots, results, studies
 
 matplotlib.use("Agg")
 STEM = "01_two_layer_imagenet_mini"
@@ -15,11 +14,12 @@ STEM = "01_two_layer_imagenet_mini"
 
 def test_accuracy_vs_parameters_plots_one_labelled_point_per_model(tmp_path):
     path = tmp_path / "scatter.png"
-    fig = plots.plot_accuracy_vs_parameters(["two_layer", "resnet34"], [3_318_898, 21_310_322], [0.41, 0.52],
-                                            str(path), title="t", reference=(0.02, "chance"))
+    sizes = [studies.figure("01", "two_layer_parameters"), studies.figure("01", "resnet34_parameters")]
+    fig = plots.plot_accuracy_vs_parameters(["two_layer", "resnet34"], sizes, [0.41, 0.52], str(path), title="t",
+                                            reference=(0.02, "chance"))
     ax = fig.axes[0]
     offsets = [tuple(c.get_offsets()[0]) for c in ax.collections]
-    assert offsets == [(3_318_898, 0.41), (21_310_322, 0.52)]
+    assert offsets == [(sizes[0], 0.41), (sizes[1], 0.52)]
     assert [t.get_text() for t in ax.texts] == ["two_layer", "resnet34"]
     assert ax.get_xscale() == "log" and ax.get_ylim()[1] > 0.52
     assert path.stat().st_size > 0
@@ -31,14 +31,14 @@ def test_subset_without_the_baseline_runs_and_says_what_is_missing(demo_root, tm
     params.update(model_names=["single_layer"], out_dir=str(tmp_path / "run"))
     papermill.execute_notebook(str(ROOT / "notebooks" / f"{STEM}.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters=params, log_output=False, progress_bar=False, cwd=str(tmp_path))
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"single_layer"}
-    assert metrics["models"]["single_layer"]["parameters"] == 643_954
-    assert metrics["models"]["single_layer"]["effective_layers"] == 1
-    assert metrics["headline"]["name"] == "single_layer best val accuracy"
-    assert metrics["relative_performance"] is None and metrics["goal_met"] is None
-    assert metrics["verdict"].startswith("No verdict") and "two_layer or resnet34" in metrics["verdict"]
-    assert sorted(metrics["not_trained"]) == ["resnet34", "smaller_kernel", "two_layer"]
+    saved = results.read(tmp_path / "run")
+    assert set(saved.models) == {"single_layer"}
+    assert saved.models["single_layer"].parameters == 643_954
+    assert saved.models["single_layer"].extra["effective_layers"] == 1
+    assert list(saved.headline) == ["single_layer_val_acc"]  # no ratio without two_layer and resnet34
+    assert saved.extra["relative_size"] is None and saved.extra["goal_met"] is None
+    assert saved.extra["verdict"].startswith("No verdict") and "two_layer or resnet34" in saved.extra["verdict"]
+    assert sorted(saved.extra["not_trained"]) == ["resnet34", "smaller_kernel", "two_layer"]
     assert (tmp_path / "run" / "checkpoints" / "single_layer" / "best.pt").is_file()
     assert not (tmp_path / "run" / "checkpoints" / "two_layer").exists()
 

@@ -11,10 +11,9 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from lib import cifar, folders, losses, models, predict, train, utils
+from lib import cifar, folders, losses, models, predict, studies, train, utils
 
-RESNET50_100_CLASSES = 23_712_932  # torchvision ResNet50 with a 100-way head (README of the seeds)
-SEED_PARAMETERS = 23_800_022
+RESNET50_100_CLASSES = 23_712_932  # torchvision ResNet50 with a 100-way head
 
 
 # ---------------------------------------------------------------- simplified CBAM
@@ -51,7 +50,7 @@ def test_resnet50_cbam_parameter_counts_and_output():
     assert utils.count_parameters(plain) == RESNET50_100_CLASSES
     assert utils.count_parameters(per_stage) == RESNET50_100_CLASSES + 87_112
     assert utils.count_parameters(per_block) == RESNET50_100_CLASSES + 314_656
-    assert abs(utils.count_parameters(per_stage) - SEED_PARAMETERS) == 22
+    assert abs(utils.count_parameters(per_stage) - studies.figure("02", "final_parameters")) == 22
     assert sum(isinstance(m, models.SimplifiedCBAM) for m in per_stage.modules()) == 4
     assert sum(isinstance(m, models.SimplifiedCBAM) for m in per_block.modules()) == 16
     head = per_stage.fc
@@ -62,14 +61,14 @@ def test_resnet50_cbam_parameter_counts_and_output():
         models.resnet50_cbam(100, placement="everywhere")
 
 
-def test_full_model_saves_under_100_mb_and_matches_the_seeds_size(tmp_path):
+def test_full_model_saves_under_100_mb_and_matches_the_write_ups_size(tmp_path):
     model = models.resnet50_cbam(100)
     arch = models.resnet50_cbam_arch(100)
     size = predict.save_classifier(tmp_path / "model.pt", model, arch, [f"c{i}" for i in range(100)], 224)
     assert size < 100 * 10**6 and utils.state_dict_bytes(model) < 100 * 10**6
-    # the seed's "90.99 MB": float32 parameters and BatchNorm running statistics, in MiB
+    # the write-up's "90.99 MB": float32 parameters and BatchNorm running statistics, in MiB
     floats = sum(t.numel() for t in model.state_dict().values() if t.dtype == torch.float32)
-    assert round(utils.mib(4 * floats), 2) == 90.99
+    assert round(utils.mib(4 * floats), 2) == studies.figure("02", "model_mib")
 
 
 # ---------------------------------------------------------------- pretrained weights

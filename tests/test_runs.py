@@ -62,7 +62,8 @@ def _papermill(out_dir, tmp_path, name="out", **parameters):
 
 def test_missing_data_names_the_switch_first_and_writes_nothing(tmp_path):
     out_dir = tmp_path / "run"
-    err = _papermill(out_dir, tmp_path, profile="full", device="cpu")
+    # the full profile's data_dir, pointed at an empty folder: this checkout may hold the real CIFAR-10 in data/
+    err = _papermill(out_dir, tmp_path, profile="full", device="cpu", data_dir=str(tmp_path / "cifar10"))
     assert err is not None and err.ename == "FileNotFoundError"
     assert re.search(r"no CIFAR-10 batches under .*\. To run on lib\.demo's data instead: profile = \"demo\"", err.evalue)
     assert not out_dir.exists(), "nothing may be written before the data is found"

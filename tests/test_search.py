@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from conftest import ROOT
-from lib import config, models, search, utils
+from lib import config, models, results, search, studies, utils
 
 # 1-2 stages of 4-8 channels: trials train in a fraction of a second. With max_params=20_000 a 1-stage design with
 # 1 x 1 pooling (a head over 32 x 32 x C features) is over budget, and pool 32 does not fit a 2-stage design's 16 x 16.
@@ -43,10 +43,10 @@ def without_seconds(rows):
 
 # ---------------------------------------------------------------- the formula
 
-def test_formula_gives_notebook_03s_design_the_seeds_count():
+def test_formula_gives_notebook_03s_design_the_write_ups_count():
     design = {"channels": [32, 64, 128], "blocks": [4, 4, 3], "conv_kernels": [3, 3, 3], "skip_kernels": [1, 1, 1],
               "pool_kernel": None, "dropout": 0.1}
-    assert search.parameter_count(design) == 1_177_130
+    assert search.parameter_count(design) == studies.figure("03", "parameters")
 
 
 def test_formula_matches_numel_for_many_random_designs():
@@ -197,10 +197,9 @@ def test_notebook_03_runs_with_an_exported_design(demo_root, tmp_path):
                              "-f", str(config), "-p", "out_dir", str(out_dir)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-    metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert {k: metrics["cfg"][k] for k in design} == design
-    assert metrics["models"]["cifar_resnet"]["parameters"] == search.parameter_count(design)
+    saved = results.read(out_dir)
+    assert {k: saved.cfg[k] for k in design} == design
+    assert saved.models["cifar_resnet"].parameters == search.parameter_count(design)
 
 
 # ---------------------------------------------------------------- Ray Tune
