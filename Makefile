@@ -35,7 +35,7 @@ setup: $(VENV)/.installed
 	  > $(VENV)/share/jupyter/lab/settings/overrides.json
 
 data: setup
-	$(PY) -m lib.data fetch
+	$(PY) -m lib.fetch
 
 demo-data: setup
 	$(PY) -m lib.demo

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lib import data
+from lib import cifar
 
 
 def cpu_name():
@@ -133,7 +133,7 @@ def write_cifar_batches(root, per_batch, seed=0):
     """The CIFAR-10 python batch format (5 data batches, test_batch, batches.meta) with random images."""
     folder = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(folder, exist_ok=True)
-    names = data.CIFAR_TRAIN_FILES + ["test_batch"]
+    names = cifar.CIFAR_TRAIN_FILES + ["test_batch"]
     for k, name in enumerate(names):
         x, y = random_cifar(per_batch, seed + k)
         with open(os.path.join(folder, name), "wb") as fh:
@@ -169,4 +169,4 @@ def naive_cifar_transform(train):
     from torchvision import transforms
     steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
     return transforms.Compose(steps + [transforms.ToTensor(),
-                                       transforms.Normalize(data.CIFAR10_MEAN, data.CIFAR10_STD)])
+                                       transforms.Normalize(cifar.CIFAR10_MEAN, cifar.CIFAR10_STD)])

@@ -16,7 +16,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from lib import data, models, precision, train
+from lib import cifar, models, precision, train
 from lib.utils import auto_flag
 
 from .common import NaiveCIFAR, naive_cifar_transform, print_header, print_table, sync, write_cifar_batches
@@ -65,12 +65,12 @@ def main(argv=None):
     print_header(f"end to end: notebook 03 on the CIFAR-10 format (median of {args.repeats} rounds of "
                  f"{args.steps} training batches + a validation pass, after a warm-up round)", device)
     with tempfile.TemporaryDirectory(prefix="bench-cifar-") as tmp:
-        x_train, y_train, _, _, _ = data.load_cifar10(write_cifar_batches(tmp, per_batch=2_000))
-    x_train, y_train, x_val, y_val = data.split_train_val(x_train, y_train, 1_000, seed=0)
-    ours = epoch_seconds(data.TensorBatchLoader(x_train, y_train, BATCH, train=True, device=device, seed=0,
-                                                channels_last=channels_last),
-                         data.TensorBatchLoader(x_val, y_val, 500, train=False, device=device,
-                                                channels_last=channels_last),
+        x_train, y_train, _, _, _ = cifar.load_cifar10(write_cifar_batches(tmp, per_batch=2_000))
+    x_train, y_train, x_val, y_val = cifar.split_train_val(x_train, y_train, 1_000, seed=0)
+    ours = epoch_seconds(cifar.TensorBatchLoader(x_train, y_train, BATCH, train=True, device=device, seed=0,
+                                                 channels_last=channels_last),
+                         cifar.TensorBatchLoader(x_val, y_val, 500, train=False, device=device,
+                                                 channels_last=channels_last),
                          device, args.steps, args.repeats, amp, channels_last, compile)
     pin = device.type == "cuda"
     settings = " + ".join([amp] + ["channels_last"] * channels_last + ["compile"] * compile)

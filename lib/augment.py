@@ -5,6 +5,7 @@ translation) draw their parameters here exactly as torchvision does (same distri
 but for many images at once from one CPU generator; the pixel work is then a few batched tensor ops on any device.
 Pixels travel as 32-bit RGBX words, so the flip, rotation and shift together are one gather per image.
 Drawing a whole epoch's parameters up front makes each batch a pure function of (seed, epoch, batch index).
+CIFAR's padded random crop and flip (`random_crop_flip`) and the normalisation every loader ends with live here too.
 """
 import math
 
@@ -128,6 +129,26 @@ def normalize(images, mean, std, out=None, max_value=255):
     if out is not images:
         out.copy_(images)  # copy_ converts uint8 on a vectorised path; arithmetic with type promotion does not
     return out.mul_(scale).add_(shift)
+
+
+def random_crop_flip(images, padding, generator, flip=True):
+    """Random crop with zero padding plus (optionally) random horizontal flip, per image, on a whole batch.
+
+    One gather from the padded batch: each output pixel reads (row + dy, col + dx) of its padded image, with the
+    columns reversed for flipped images.
+    """
+    n, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    device = images.device
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
+    flip = (torch.rand(n, generator=generator) < (0.5 if flip else 0.0)).to(device)
+    cols = torch.arange(w, device=device).expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
+    rows = dy[:, None] + torch.arange(h, device=device)
+    index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
+
 
 
 def affine_source_index(flip, angle, tx, ty, height, width, buffers=None):

@@ -1,4 +1,4 @@
-"""`python -m lib.data fetch` (`make data`): download the data and weights that can be downloaded, verify them,
+"""`python -m lib.fetch` (`make data`): download the data and weights that can be downloaded, verify them,
 and say where the sets that cannot be downloaded go.
 
 CIFAR-10 comes through `torchvision.datasets.CIFAR10(download=True)` (its MD5 checks, then our own reader) into the
@@ -46,7 +46,7 @@ def fetch_cifar10(root="data/cifar10", timeout_s=20):
     """CIFAR-10's python batches into root/cifar-10-batches-py, checked by torchvision's MD5s and our reader."""
     import torchvision
 
-    from . import data
+    from . import cifar
     root = repo_path(root)
     cls = torchvision.datasets.CIFAR10
     try:
@@ -57,7 +57,7 @@ def fetch_cifar10(root="data/cifar10", timeout_s=20):
             f"CIFAR-10: cannot download {cls.url} ({_reason(err)}). On a machine with internet, download it and "
             f"unpack it so that {os.path.join(root, cls.base_folder)}/ holds data_batch_1..5, test_batch and "
             f"batches.meta (see {README_DATA}). {DEMO_SWITCH}") from None
-    x_train, _, x_test, _, classes = data.load_cifar10(root)
+    x_train, _, x_test, _, classes = cifar.load_cifar10(root)
     with contextlib.suppress(FileNotFoundError):  # unpacked and verified: the 163 MB archive is not needed again
         os.remove(os.path.join(root, cls.filename))
     return f"CIFAR-10: {len(x_train):,} training and {len(x_test):,} test images, {len(classes)} classes in " \
@@ -106,12 +106,12 @@ def fetch_weights(weights=None, build=None, timeout_s=20):
 
 def manual_status(root=None):
     """One line per set that cannot be downloaded: found, or where to put it."""
-    from . import data
+    from . import folders
     lines = []
     for name, (folder, layout, notebook) in MANUAL.items():
         path = repo_path(folder) if root is None else os.path.join(root, os.path.basename(folder))
         try:
-            classes = data.check_image_folders(path)
+            classes = folders.check_image_folders(path)
             lines.append(f"{name}: {len(classes)} classes found in {path}")
         except (OSError, ValueError):
             lines.append(f"{name} (notebook {notebook}): no public download. Put the course's copy at {path}/ as "
@@ -121,8 +121,7 @@ def manual_status(root=None):
 
 def main(argv=None):
     """Fetch the chosen sources; print what is where; exit 1 if a download failed."""
-    parser = argparse.ArgumentParser(prog="python -m lib.data fetch", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["fetch"])
+    parser = argparse.ArgumentParser(prog="python -m lib.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="*", help=f"any of {', '.join(SOURCES)} (default: all)")
     parser.add_argument("--data", default="data/cifar10", help="CIFAR-10 root (default: data/cifar10)")
     parser.add_argument("--timeout", type=float, default=20, help="seconds before a stalled download fails")
@@ -141,3 +140,7 @@ def main(argv=None):
             failed += 1
     print("\n".join(manual_status()))
     return 1 if failed else 0
+
+
+if __name__ == "__main__":  # `python -m lib.fetch [cifar10] [resnet50]`
+    raise SystemExit(main())

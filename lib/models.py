@@ -107,7 +107,7 @@ def conv_bn_relu(in_channels, out_channels, kernel_size, stride=1):
 class StrictTwoLayerNet(nn.Module):
     """Study 01's network: a pre-processing stem, then `len(widths)` effective convolutions, pooling, a linear head.
 
-    Defaults are the seed's model (5 x 5 to 384 channels, 3 x 3 to 768 channels: 3,318,898 parameters for 50
+    Defaults are the write-up's model (5 x 5 to 384 channels, 3 x 3 to 768 channels: 3,318,898 parameters for 50
     classes). widths=(384,) gives the single-layer ablation, kernel_sizes=(3, 3) the smaller-kernel ablation.
     """
 
@@ -115,7 +115,7 @@ class StrictTwoLayerNet(nn.Module):
         super().__init__()
         if len(widths) != len(kernel_sizes):
             raise ValueError("widths and kernel_sizes need one entry per effective layer")
-        # The stem is pre-processing by the seed's definition: it does not count as an effective layer.
+        # The stem is pre-processing by the study's definition: it does not count as an effective layer.
         self.stem = nn.Sequential(*conv_bn_relu(3, stem_channels, 7, 2), nn.MaxPool2d(3, 2, 1))
         layers, in_channels = [], stem_channels
         for width, k in zip(widths, kernel_sizes):
@@ -130,7 +130,7 @@ class StrictTwoLayerNet(nn.Module):
 
 
 def count_effective_layers(model):
-    """Convolutions outside the pre-processing stem: the seed's 'effective layers' (BN, ReLU, pooling do not count)."""
+    """Convolutions outside the pre-processing stem: the study's 'effective layers' (BN, ReLU, pooling do not count)."""
     stem = getattr(model, "stem", None)
     if stem is None and isinstance(model, torchvision.models.ResNet):
         stem = model.conv1  # torchvision's stem is conv1 + bn1 + relu + maxpool
@@ -232,7 +232,7 @@ def resnet50_cbam(num_classes=100, *, use_cbam=True, placement="stage", reductio
     """Study 02's network: torchvision ResNet50, simplified CBAM modules, dropout and a `num_classes`-way head.
 
     placement="stage" puts one CBAM after each of the four stages (87,112 extra parameters, the reading that
-    reproduces the seed's 23,800,022 within 22); "block" puts one after every bottleneck block (+314,656).
+    reproduces the write-up's 23,800,022 within 22); "block" puts one after every bottleneck block (+314,656).
     `backbone_state` is a torchvision ResNet50 state_dict (ImageNet weights) loaded before the changes.
     """
     if placement not in CBAM_PLACEMENTS:

@@ -7,8 +7,9 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-from . import data, models, train
-from .utils import atomic_torch_save, atomic_write_text, lock_path_for, locked, resolve_device
+from . import folders, models, train
+from .files import atomic_torch_save, atomic_write_text, lock_path_for, locked
+from .utils import resolve_device
 
 
 def verify_predictions(keys, labels, expected_keys, valid_labels, what="prediction"):
@@ -98,7 +99,7 @@ def predict_folder(model, test_dir, classes, image_size, out_path, *, batch_size
     class name from `classes`; images of any mode are read as RGB. skip_bad_images=True leaves out (with a
     warning giving the count) the images that cannot be decoded; otherwise the first one stops it, named.
     """
-    dataset = data.FlatImageFolder(test_dir, data.imagenet_eval_transform(image_size), skip_bad_images)
+    dataset = folders.FlatImageFolder(test_dir, folders.imagenet_eval_transform(image_size), skip_bad_images)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.to(device).eval()
     names, indices = [], []

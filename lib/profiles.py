@@ -13,7 +13,8 @@ import os
 
 import yaml
 
-from .utils import injected_names, repo_path
+from .config import injected_names
+from .utils import repo_path
 
 FULL = "full"
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from . import data, models, precision, train, utils
+from . import cifar, files, models, precision, train, utils
 
 # notebook 03's parameter names: a design exported under these names runs there unchanged
 DESIGN_KEYS = ("channels", "blocks", "conv_kernels", "skip_kernels", "pool_kernel", "dropout")
@@ -159,9 +159,9 @@ def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, p
     compile = utils.auto_flag(settings.get("compile"), device)
     utils.seed_everything(settings["seed"])  # every trial starts alike: same init stream, same batches
     model = models.CifarResNet(**design, num_classes=settings["num_classes"], input_size=settings["input_size"])
-    train_loader = data.TensorBatchLoader(x_train, y_train, settings["batch_size"], train=True, device=device,
-                                          seed=settings["seed"], channels_last=channels_last)
-    val_loader = data.TensorBatchLoader(x_val, y_val, 500, train=False, device=device, channels_last=channels_last)
+    train_loader = cifar.TensorBatchLoader(x_train, y_train, settings["batch_size"], train=True, device=device,
+                                           seed=settings["seed"], channels_last=channels_last)
+    val_loader = cifar.TensorBatchLoader(x_val, y_val, 500, train=False, device=device, channels_last=channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
                                 weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
@@ -209,7 +209,7 @@ def write_trials(path, rows):
     writer.writeheader()
     for row in sorted(rows, key=lambda r: r["trial"]):
         writer.writerow({k: json.dumps(row[k]) if k in JSON_COLUMNS else row[k] for k in LOG_COLUMNS})
-    utils.atomic_write_text(path, buffer.getvalue())
+    files.atomic_write_text(path, buffer.getvalue())
 
 
 def read_trials(path):
@@ -256,7 +256,7 @@ def run_search(trials, settings, tensors, log_path, *, backend="local", resume=T
     trials skipped; resume=False starts the log afresh. backend='ray' runs the same `run_trial` as Ray Tune trials.
     A second search writing the same log stops at once (an OS lock beside it), naming the first one's process.
     """
-    with utils.locked(utils.lock_path_for(log_path), f"trial log {log_path}"):
+    with files.locked(files.lock_path_for(log_path), f"trial log {log_path}"):
         return _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, cpus_per_trial,
                            gpus_per_trial, ray_address, ray_dir, progress)
 
@@ -356,5 +356,5 @@ def export_design(path, design, comment=""):
     import yaml
     body = yaml.safe_dump({k: design[k] for k in DESIGN_KEYS}, sort_keys=False, default_flow_style=None)
     header = "".join(f"# {line}\n" for line in comment.splitlines())
-    utils.atomic_write_text(path, header + body)
+    files.atomic_write_text(path, header + body)
     return path

@@ -12,9 +12,9 @@ from torch import nn
 from .progress import tqdm
 
 from . import precision
-from .data import set_epoch
+from .folders import set_epoch
 from .precision import autocast
-from .utils import atomic_torch_save, atomic_write_json
+from .files import atomic_torch_save, atomic_write_json
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "best_metric", "history", "cfg", "rng")
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
@@ -157,8 +157,9 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 # settings a resumed run may change: how long and where it runs, not what it trains
-RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile", "num_workers", "out_dir",
-                    "models", "max_steps_per_epoch", "progress",
+RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile_model", "num_workers", "out_dir",
+                    "model_names", "max_steps_per_epoch", "progress",
+                    "compile", "models",  # the two above under their former names, as older checkpoints hold them
                     "test_pickle", "test_dir", "test_labels"}  # used only after training: a fix may follow a resume
 
 

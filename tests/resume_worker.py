@@ -21,7 +21,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lib import data, models, train, utils  # noqa: E402
+from lib import cifar, files, models, train, utils  # noqa: E402
 
 SEED, EPOCHS, BATCH, STEPS, VAL_SIZE = 0, 3, 32, 6, 200
 
@@ -72,10 +72,10 @@ def run(out, resume=False, pause_at=None, block_save_at=None):
     torch.set_num_threads(1)  # the same float summation order in every process
     try:
         utils.seed_everything(SEED)
-        x_train, y_train, _, _, _ = data.load_cifar10(os.path.join(ROOT, "data", "demo", "cifar10"))
-        x_train, y_train, x_val, y_val = data.split_train_val(x_train, y_train, VAL_SIZE, SEED)
-        train_loader = data.TensorBatchLoader(x_train, y_train, BATCH, train=True, seed=SEED)
-        val_loader = data.TensorBatchLoader(x_val, y_val, 100, train=False)
+        x_train, y_train, _, _, _ = cifar.load_cifar10(os.path.join(ROOT, "data", "demo", "cifar10"))
+        x_train, y_train, x_val, y_val = cifar.split_train_val(x_train, y_train, VAL_SIZE, SEED)
+        train_loader = cifar.TensorBatchLoader(x_train, y_train, BATCH, train=True, seed=SEED)
+        val_loader = cifar.TensorBatchLoader(x_val, y_val, 100, train=False)
         if pause_at:
             train_loader = PausingLoader(train_loader, *pause_at, os.path.join(out, "paused"))
         if block_save_at is not None:
@@ -89,7 +89,7 @@ def run(out, resume=False, pause_at=None, block_save_at=None):
     finally:
         torch.set_num_threads(threads)
     final = {"model": model.state_dict(), "history": history}
-    utils.atomic_torch_save(final, os.path.join(out, "final.pt"))
+    files.atomic_torch_save(final, os.path.join(out, "final.pt"))
     return final
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from lib import data, models, predict, train, utils
+from lib import augment, cifar, config, files, folders, models, predict, train, utils
 
 
 # ---------------------------------------------------------------- models
@@ -51,7 +51,7 @@ def test_pool_kernel_larger_than_feature_map_is_refused():
 # ---------------------------------------------------------------- CIFAR format
 
 def test_demo_cifar_batches_read_back(demo_root):
-    x_train, y_train, x_test, y_test, classes = data.load_cifar10(demo_root / "cifar10")
+    x_train, y_train, x_test, y_test, classes = cifar.load_cifar10(demo_root / "cifar10")
     assert x_train.dtype == torch.uint8 and x_train.shape[1:] == (3, 32, 32)
     assert len(x_train) == len(y_train) == 5 * 1000 and len(x_test) == len(y_test)
     assert classes[0] == "airplane" and len(classes) == 10
@@ -62,26 +62,26 @@ def test_cifar_loader_matches_torchvision_reading_of_the_same_layout(demo_root, 
     """torchvision's CIFAR10 refuses non-original files by MD5; with the check bypassed it must agree with ours."""
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
     reference = torchvision.datasets.CIFAR10(str(demo_root / "cifar10"), train=False)
-    _, _, x_test, y_test, _ = data.load_cifar10(demo_root / "cifar10")
+    _, _, x_test, y_test, _ = cifar.load_cifar10(demo_root / "cifar10")
     assert torch.equal(torch.from_numpy(reference.data).permute(0, 3, 1, 2), x_test)
     assert reference.targets == y_test.tolist()
 
 
 def test_unlabeled_pickle_reads_back(demo_root):
-    x, ids = data.load_unlabeled_cifar(demo_root / "cifar10" / "cifar_test_nolabels.pkl")
+    x, ids = cifar.load_unlabeled_cifar(demo_root / "cifar10" / "cifar_test_nolabels.pkl")
     assert x.shape == (500, 3, 32, 32) and x.dtype == torch.uint8 and list(ids[:3]) == [0, 1, 2]
 
 
 def test_missing_data_dir_names_the_layout_and_readme(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*README"):
-        data.load_cifar10(tmp_path / "nowhere")
+        cifar.load_cifar10(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="README"):
-        data.check_image_folders(tmp_path)
+        folders.check_image_folders(tmp_path)
 
 
 def test_split_is_fixed_by_seed():
     x, y = torch.arange(100).view(100, 1), torch.arange(100)
-    a, b = data.split_train_val(x, y, 10, seed=3), data.split_train_val(x, y, 10, seed=3)
+    a, b = cifar.split_train_val(x, y, 10, seed=3), cifar.split_train_val(x, y, 10, seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a, b)) and len(a[2]) == 10
     assert set(a[1].tolist()).isdisjoint(a[3].tolist())
 
@@ -89,7 +89,7 @@ def test_split_is_fixed_by_seed():
 def test_tensor_loader_epochs_are_reproducible_and_augmented():
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     labels = torch.arange(64) % 10
-    loader = data.TensorBatchLoader(images, labels, 16, train=True, seed=1)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True, seed=1)
     loader.set_epoch(2)
     first = [x for x, _ in loader]
     loader.set_epoch(2)
@@ -99,13 +99,13 @@ def test_tensor_loader_epochs_are_reproducible_and_augmented():
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])
     assert first[0].shape == (16, 3, 32, 32) and first[0].dtype == torch.float32
-    plain = data.TensorBatchLoader(images, labels, 16, train=False)
+    plain = cifar.TensorBatchLoader(images, labels, 16, train=False)
     assert sum(len(y) for _, y in plain) == 64 and len(plain) == 4
 
 
 def test_crop_flip_is_a_shifted_window_of_the_padded_image():
     image = torch.arange(3 * 8 * 8, dtype=torch.float32).view(1, 3, 8, 8).repeat(200, 1, 1, 1)
-    out = data.random_crop_flip(image, 2, torch.Generator().manual_seed(0))
+    out = augment.random_crop_flip(image, 2, torch.Generator().manual_seed(0))
     padded = torch.nn.functional.pad(image[:1], (2,) * 4)
     windows = {(dy, dx, f) for dy in range(5) for dx in range(5) for f in (0, 1)}
     seen = set()
@@ -124,12 +124,12 @@ def test_crop_flip_is_a_shifted_window_of_the_padded_image():
 
 def test_demo_image_folders_read_with_imagefolder(demo_root):
     for name, n in (("imagenet-mini", 50), ("hw1", 100)):
-        classes = data.check_image_folders(demo_root / name)
+        classes = folders.check_image_folders(demo_root / name)
         assert len(classes) == n
-        ds = data.image_folder(demo_root / name, "val", data.imagenet_eval_transform(32))
+        ds = folders.image_folder(demo_root / name, "val", folders.imagenet_eval_transform(32))
         x, y = ds[0]
         assert x.shape == (3, 32, 32) and y == 0
-    flat = data.FlatImageFolder(demo_root / "hw1" / "test", data.imagenet_eval_transform(32))
+    flat = folders.FlatImageFolder(demo_root / "hw1" / "test", folders.imagenet_eval_transform(32))
     assert flat.names == sorted(flat.names) and len(flat) == 200
 
 
@@ -142,8 +142,8 @@ def _tiny_setup(seed=0):
     model = models.CifarResNet((8, 16), (1, 1), dropout=0.2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [2], 0.1)
-    train_loader = data.TensorBatchLoader(images, labels, 32, train=True, seed=seed)
-    val_loader = data.TensorBatchLoader(images[:32], labels[:32], 32, train=False)
+    train_loader = cifar.TensorBatchLoader(images, labels, 32, train=True, seed=seed)
+    val_loader = cifar.TensorBatchLoader(images[:32], labels[:32], 32, train=False)
     return model, optimizer, scheduler, train_loader, val_loader
 
 
@@ -209,13 +209,13 @@ def test_build_cfg_checks_types_and_unknown_names():
           "In": ["", "# Parameters\nepochs = 3\nepoch = 4\n", "cfg = build_cfg(...)"]}
     ann = {"epochs": int, "lr": float, "name": str, "steps": int | None}
     with pytest.raises(ValueError, match="unknown parameter 'epoch'"):
-        utils.build_cfg(ns, ann)
+        config.build_cfg(ns, ann)
     ns["In"] = []
-    cfg = utils.build_cfg(ns, ann)
+    cfg = config.build_cfg(ns, ann)
     assert cfg == {"epochs": 3, "lr": 1.0, "name": "x", "steps": None} and isinstance(cfg["lr"], float)
     ns["epochs"] = "ten"
     with pytest.raises(ValueError, match="'epochs' = 'ten' should be of type int"):
-        utils.build_cfg(ns, ann)
+        config.build_cfg(ns, ann)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -227,9 +227,9 @@ def test_cuda_without_gpu_is_a_clear_error():
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "m.json"
-    utils.atomic_write_json(path, {"a": 1})
+    files.atomic_write_json(path, {"a": 1})
     with pytest.raises(RuntimeError):
-        with utils.atomic_open(path) as fh:
+        with files.atomic_open(path) as fh:
             fh.write("{broken")
             raise RuntimeError("crash mid-write")
     assert json.loads(path.read_text()) == {"a": 1} and os.listdir(tmp_path) == ["m.json"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from torchvision.datasets import ImageFolder
 
-from lib import demo
+from lib import demo, demo_images
 
 # Tiny sizes keep the whole module to a few seconds.
 TINY = {
@@ -176,14 +176,14 @@ def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError):
         demo.write_all(tmp_path, only=["mnist"])
     with pytest.raises(ValueError):
-        demo.write_hw1(tmp_path / "hw1", n_classes=demo.MAX_CLASSES + 1)
+        demo.write_hw1(tmp_path / "hw1", n_classes=demo_images.MAX_CLASSES + 1)
 
 
 def test_class_looks_are_distinct():
     looks = [tuple(s[k] for k in ("shape", "colour", "texture"))
-             for s in demo.class_styles(demo.MAX_CLASSES, demo.HW1_STYLE_OFFSET)]
-    assert len(set(looks)) == demo.MAX_CLASSES
-    cifar = demo.class_styles(10, demo.CIFAR_STYLE_OFFSET)
+             for s in demo_images.class_styles(demo_images.MAX_CLASSES, demo.HW1_STYLE_OFFSET)]
+    assert len(set(looks)) == demo_images.MAX_CLASSES
+    cifar = demo_images.class_styles(10, demo.CIFAR_STYLE_OFFSET)
     assert len({s["colour"] for s in cifar}) == 10
 
 

@@ -1,4 +1,4 @@
-"""`python -m lib.data fetch` without a network: torchvision's real download paths fed by a local HTTP server with
+"""`python -m lib.fetch` without a network: torchvision's real download paths fed by a local HTTP server with
 matching checksums, and an offline run that fails fast with guidance."""
 import functools
 import hashlib
@@ -100,7 +100,7 @@ def test_offline_fetch_fails_in_seconds_with_guidance_and_no_traceback(tmp_path,
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
     started = time.perf_counter()
-    code = fetch.main(["fetch", "--data", str(tmp_path / "cifar10")])
+    code = fetch.main(["--data", str(tmp_path / "cifar10")])
     out = capsys.readouterr().out
     assert code == 1 and time.perf_counter() - started < 10
     assert "CIFAR-10: cannot download" in out and "cifar-10-batches-py/ holds data_batch_1..5" in out

@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision import transforms
 
 from conftest import ROOT
-from lib import data, predict, train, utils
+from lib import cifar, config, folder_cache, folders, predict, train
 
 NB = {stem: ROOT / "notebooks" / f"{stem}.ipynb" for stem in
       ("01_two_layer_imagenet_mini", "02_resnet50_cbam_100class", "03_cifar10_resnet")}
@@ -46,9 +46,9 @@ def _add_clutter(folder):
 def _loaded(root, split, pipeline, tmp_path):
     """(file names, labels, classes) of one split as the chosen pipeline's loader will feed them."""
     if pipeline == "naive":
-        dataset = data.image_folder(root, split, None)
+        dataset = folders.image_folder(root, split, None)
         return [os.path.basename(p) for p, _ in dataset.samples], list(dataset.targets), dataset.classes
-    cache = data.FolderCache(root, split, kind="eval", size=16, cache_dir=tmp_path / "cache", progress=False)
+    cache = folder_cache.FolderCache(root, split, kind="eval", size=16, cache_dir=tmp_path / "cache", progress=False)
     return [os.path.basename(p) for p, _ in cache.samples], cache.targets.tolist(), cache.classes
 
 
@@ -70,16 +70,16 @@ def test_class_folder_linking_to_the_split_or_another_class_is_refused(tmp_path)
     root = _tree(tmp_path / "set")
     os.symlink(root / "train", root / "train" / "all")
     with pytest.raises(ValueError, match=r"train/all.*holds the split itself.*Remove the link"):
-        data.folder_loaders(root, image_size=16, batch_size=2, pipeline="naive")
+        folder_cache.folder_loaders(root, image_size=16, batch_size=2, pipeline="naive")
     (root / "train" / "all").unlink()
     os.symlink(root / "train" / "cat", root / "train" / "kitten")
     with pytest.raises(ValueError, match=r"train/kitten.*class folders \['cat'\]"):
-        data.check_image_folders(root, ("train",))
+        folders.check_image_folders(root, ("train",))
     # a class folder that is a link to images kept elsewhere is a normal way to assemble a set
     (root / "train" / "kitten").unlink()
     shutil.move(root / "train" / "dog", tmp_path / "dogs_elsewhere")
     os.symlink(tmp_path / "dogs_elsewhere", root / "train" / "dog")
-    assert data.image_folder(root, "train", None).targets == [0] * 3 + [1] * 3
+    assert folders.image_folder(root, "train", None).targets == [0] * 3 + [1] * 3
 
 
 @pytest.mark.parametrize("pipeline", ["naive", "cached"])
@@ -89,8 +89,8 @@ def test_hidden_and_system_clutter_is_ignored_and_counted(tmp_path, pipeline):
     (root / "train" / "__MACOSX" / "cat").mkdir(parents=True)
     (root / "train" / "__MACOSX" / "cat" / "._cat_1.jpg").write_bytes(b"\x00\x05\x16\x07")
     with pytest.warns(UserWarning) as caught:
-        loaders, classes = data.folder_loaders(root, image_size=16, batch_size=4, pipeline=pipeline,
-                                               cache_dir=tmp_path / "cache", progress=False)
+        loaders, classes = folder_cache.folder_loaders(root, image_size=16, batch_size=4, pipeline=pipeline,
+                                                       cache_dir=tmp_path / "cache", progress=False)
         assert sum(len(y) for _, y in loaders["train"]) == 6 and sum(len(y) for _, y in loaders["val"]) == 6
     assert classes == ["cat", "dog"] and count == 10
     said = " ".join(str(w.message) for w in caught)
@@ -99,7 +99,7 @@ def test_hidden_and_system_clutter_is_ignored_and_counted(tmp_path, pipeline):
     flat = root / "val" / "dog"
     _add_clutter(flat)
     with pytest.warns(UserWarning, match="ignored 5 hidden"):
-        test_set = data.FlatImageFolder(flat, transforms.ToTensor(), decode_all=True)
+        test_set = folders.FlatImageFolder(flat, transforms.ToTensor(), decode_all=True)
     assert test_set.names == ["dog_0.jpg", "dog_1.jpg", "dog_2.jpg"] and len(test_set.ignored_files) == 5
 
 
@@ -136,7 +136,7 @@ def test_wide_grayscale_is_scaled_by_its_range_not_clipped(tmp_path, case):
     name, array, mode, (low, high) = WIDE_CASES[case]
     path = _wide(tmp_path / name, array)
     assert Image.open(path).mode == mode
-    np.testing.assert_array_equal(np.asarray(data.open_rgb(path)), _reference_gray(array, low, high))
+    np.testing.assert_array_equal(np.asarray(folders.open_rgb(path)), _reference_gray(array, low, high))
 
 
 def test_narrow_modes_match_pils_reference_conversion(tmp_path):
@@ -148,14 +148,14 @@ def test_narrow_modes_match_pils_reference_conversion(tmp_path):
         image = source.convert(mode)
         image.save(tmp_path / f"x.{suffix}")
         assert Image.open(tmp_path / f"x.{suffix}").mode == mode
-        np.testing.assert_array_equal(np.asarray(data.open_rgb(tmp_path / f"x.{suffix}")),
+        np.testing.assert_array_equal(np.asarray(folders.open_rgb(tmp_path / f"x.{suffix}")),
                                       np.asarray(image.convert("RGB")), err_msg=mode)
     alpha = np.random.default_rng(1).integers(0, 256, (6, 10), dtype=np.uint8)
     for mode in ("RGBA", "LA"):
         image = Image.fromarray(np.dstack([rgb, alpha])).convert(mode)
         image.save(tmp_path / "a.png")
         on_white = Image.alpha_composite(Image.new("RGBA", image.size, (255,) * 4), image.convert("RGBA"))
-        np.testing.assert_array_equal(np.asarray(data.open_rgb(tmp_path / "a.png")),
+        np.testing.assert_array_equal(np.asarray(folders.open_rgb(tmp_path / "a.png")),
                                       np.asarray(on_white.convert("RGB")), err_msg=mode)
 
 
@@ -170,11 +170,11 @@ def test_wide_grayscale_reaches_both_pipelines_faithfully(tmp_path, pipeline):
     for name, (array, _) in values.items():
         Image.fromarray(array).save(folder / name)
     if pipeline == "naive":
-        dataset = data.image_folder(tmp_path / "set", "train", transforms.PILToTensor())
+        dataset = folders.image_folder(tmp_path / "set", "train", transforms.PILToTensor())
         got = [dataset[i][0][:, 5, 5].tolist() for i in range(len(dataset))]
     else:
-        cache = data.FolderCache(tmp_path / "set", "train", kind=pipeline.split()[1], size=16,
-                                 cache_dir=tmp_path / "cache", progress=False)
+        cache = folder_cache.FolderCache(tmp_path / "set", "train", kind=pipeline.split()[1], size=16,
+                                         cache_dir=tmp_path / "cache", progress=False)
         got = [cache.images[i, 5, 5, :3].tolist() for i in range(len(cache))]
     assert got == [[v] * 3 for _, v in values.values()]  # PIL's own conversion: 255, 255, 0
 
@@ -192,7 +192,7 @@ def _cifar_copy(demo_root, tmp_path):
 
 def _relabel(folder, name, change):
     """Replace batch `name` by a copy whose labels `change(labels)` edits in place."""
-    batch = data.safe_unpickle(folder / name)
+    batch = cifar.safe_unpickle(folder / name)
     labels = np.array(batch["labels"])
     change(labels)
     batch["labels"] = labels.tolist()
@@ -210,7 +210,7 @@ def test_cifar_labels_out_of_range_name_the_file_and_the_count(demo_root, tmp_pa
     folder = _cifar_copy(demo_root, tmp_path)
     _relabel(folder, name, change)
     with pytest.raises(ValueError, match=expected + ".*download it again"):
-        data.load_cifar10(tmp_path)
+        cifar.load_cifar10(tmp_path)
 
 
 @pytest.mark.parametrize("ids, expected", [
@@ -221,7 +221,7 @@ def test_unlabeled_pickle_with_unusable_ids_is_refused(tmp_path, ids, expected):
     path = tmp_path / "cifar_test_nolabels.pkl"
     path.write_bytes(pickle.dumps({b"data": np.zeros((4, 32, 32, 3), np.uint8), b"ids": ids}, protocol=4))
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + expected):
-        data.load_unlabeled_cifar(path)
+        cifar.load_unlabeled_cifar(path)
 
 
 def test_test_folder_checked_up_front_names_bad_images_or_skips_them(tmp_path):
@@ -230,21 +230,21 @@ def test_test_folder_checked_up_front_names_bad_images_or_skips_them(tmp_path):
     for i in range(3):
         Image.new("RGB", (8, 8)).save(folder / f"{i}.jpg")
     (folder / "3.jpg").write_bytes(b"not a jpeg" * 5)
-    assert len(data.FlatImageFolder(folder, None)) == 4  # listing alone does not decode
+    assert len(folders.FlatImageFolder(folder, None)) == 4  # listing alone does not decode
     with pytest.raises(ValueError, match=r"1 of 4 images under .*test cannot be decoded \(first: 3\.jpg\).*"
                                          r"skip_bad_images=True"):
-        data.FlatImageFolder(folder, None, decode_all=True)
+        folders.FlatImageFolder(folder, None, decode_all=True)
     with pytest.warns(UserWarning, match="skipped 1 of 4"):
-        assert data.FlatImageFolder(folder, None, skip_bad_images=True).names == ["0.jpg", "1.jpg", "2.jpg"]
+        assert folders.FlatImageFolder(folder, None, skip_bad_images=True).names == ["0.jpg", "1.jpg", "2.jpg"]
     for f in folder.iterdir():
         f.unlink()
     with pytest.raises(FileNotFoundError, match="holds no images"):
-        data.FlatImageFolder(folder, None)
+        folders.FlatImageFolder(folder, None)
 
 
 def test_settings_used_only_after_training_may_change_on_resume(tmp_path):
     images, labels = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (16,))
-    loader = data.TensorBatchLoader(images, labels, 8, train=True, crop_padding=0)
+    loader = cifar.TensorBatchLoader(images, labels, 8, train=True, crop_padding=0)
 
     def fit(epochs, **cfg):
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
@@ -261,8 +261,8 @@ def test_val_size_must_leave_validation_and_training_images():
     for bad in (0, 10, 0.01):
         with pytest.raises(ValueError, match=rf"val_size={bad} gives \d+ validation images out of 10: choose from "
                                              r"1 to 9"):
-            data.split_train_val(x, y, bad, 0)
-    assert len(data.split_train_val(x, y, 1, 0)[2]) == 1
+            cifar.split_train_val(x, y, bad, 0)
+    assert len(cifar.split_train_val(x, y, 1, 0)[2]) == 1
 
 
 def test_parameter_ranges_give_one_line_each():
@@ -273,7 +273,7 @@ def test_parameter_ranges_give_one_line_each():
     ranges = {"batch_size": ">= 1", "epochs": ">= 1", "lr": "> 0", "dropout": "[0, 1)", "crop_scale": "(0, 1]",
               "max_steps_per_epoch": ">= 1", "val_size": ">= 1"}
     with pytest.raises(ValueError) as err:
-        utils.build_cfg(namespace, annotations, ranges)
+        config.build_cfg(namespace, annotations, ranges)
     lines = str(err.value).splitlines()
     assert lines[1:6] == ["  parameter 'batch_size' = 0 should be >= 1", "  parameter 'epochs' = -1 should be >= 1",
                           "  parameter 'lr' = 0.0 should be > 0", "  parameter 'dropout' = 1.5 should be in [0, 1)",
@@ -281,9 +281,9 @@ def test_parameter_ranges_give_one_line_each():
                           "in (0, 1]"]
     assert len(lines) == 7 and "Fix the value" in lines[-1]
     fine = dict(namespace, batch_size=1, epochs=1, lr=1e-3, dropout=0.0, crop_scale=[0.08, 1.0])
-    assert utils.build_cfg(fine, annotations, ranges)["lr"] == 1e-3
+    assert config.build_cfg(fine, annotations, ranges)["lr"] == 1e-3
     with pytest.raises(ValueError, match="a range is declared for 'epoch', which is no parameter"):
-        utils.build_cfg(fine, annotations, {"epoch": ">= 1"})
+        config.build_cfg(fine, annotations, {"epoch": ">= 1"})
 
 
 # ---------------------------------------------------------------- 6. the predictor's command line
@@ -325,15 +325,15 @@ def _papermill(stem, out, parameters):
 def refused_runs(demo_root, tmp_path_factory):
     """Notebooks 02 and 03 given each bad input the issue found, all at once (each should stop before training)."""
     base = tmp_path_factory.mktemp("refused")
-    cifar = base / "cifar"
-    _relabel(_cifar_copy(demo_root, cifar), "data_batch_3", lambda y: y.__setitem__(slice(0, None, 10), 10))
+    relabeled = base / "cifar"
+    _relabel(_cifar_copy(demo_root, relabeled), "data_batch_3", lambda y: y.__setitem__(slice(0, None, 10), 10))
     duplicated = base / "duplicated.pkl"
-    pkl = data.safe_unpickle(demo_root / "cifar10" / "cifar_test_nolabels.pkl", encoding="bytes")
+    pkl = cifar.safe_unpickle(demo_root / "cifar10" / "cifar_test_nolabels.pkl", encoding="bytes")
     pkl[b"ids"] = np.zeros(len(pkl[b"ids"]), np.int64)
     duplicated.write_bytes(pickle.dumps(pkl, protocol=4))
     (base / "empty_test").mkdir()
     cases = {"edge_values": ("03_cifar10_resnet", {"val_size": 0, "batch_size": 0, "epochs": 0, "lr": -0.1}),
-             "bad_labels": ("03_cifar10_resnet", {"data_dir": str(cifar)}),
+             "bad_labels": ("03_cifar10_resnet", {"data_dir": str(relabeled)}),
              "duplicated_ids": ("03_cifar10_resnet", {"test_pickle": str(duplicated)}),
              "empty_test_dir": ("02_resnet50_cbam_100class", {"test_dir": str(base / "empty_test")})}
     outs = {name: tmp_path_factory.mktemp(name) for name in cases}
@@ -378,7 +378,8 @@ def test_notebook_01_counts_what_its_loaders_feed(demo_root, tmp_path):
     _add_clutter(first)
     real = {s: sum(1 for _ in (root / s).glob("*/*.JPEG")) for s in ("train", "val")}
     try:
-        err = _papermill("01_two_layer_imagenet_mini", tmp_path, {"data_dir": str(root), "models": ["single_layer"]})
+        err = _papermill("01_two_layer_imagenet_mini", tmp_path,
+                         {"data_dir": str(root), "model_names": ["single_layer"]})
     finally:  # this copy's caches would otherwise pile up under data/cache, one set per test run
         for split in ("train", "val"):
             place = hashlib.sha256(os.path.abspath(root / split).encode()).hexdigest()[:8]

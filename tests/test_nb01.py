@@ -28,7 +28,7 @@ def test_accuracy_vs_parameters_plots_one_labelled_point_per_model(tmp_path):
 @pytest.mark.notebook
 def test_subset_without_the_baseline_runs_and_says_what_is_missing(demo_root, tmp_path):
     params = yaml.safe_load((ROOT / "configs" / STEM / "smoke.yaml").read_text())
-    params.update(models=["single_layer"], out_dir=str(tmp_path / "run"))
+    params.update(model_names=["single_layer"], out_dir=str(tmp_path / "run"))
     papermill.execute_notebook(str(ROOT / "notebooks" / f"{STEM}.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters=params, log_output=False, progress_bar=False, cwd=str(tmp_path))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -46,7 +46,7 @@ def test_subset_without_the_baseline_runs_and_says_what_is_missing(demo_root, tm
 @pytest.mark.notebook
 def test_unknown_model_name_is_a_clear_error(demo_root, tmp_path):
     params = yaml.safe_load((ROOT / "configs" / STEM / "smoke.yaml").read_text())
-    params.update(models=["two_layer", "resnet50"], out_dir=str(tmp_path / "run"))
+    params.update(model_names=["two_layer", "resnet50"], out_dir=str(tmp_path / "run"))
     with pytest.raises(papermill.PapermillExecutionError, match="resnet50"):
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{STEM}.ipynb"), str(tmp_path / "out.ipynb"),
                                    parameters=params, log_output=False, progress_bar=False, cwd=str(tmp_path))

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from lib import data, losses, models, predict, train, utils
+from lib import cifar, folders, losses, models, predict, train, utils
 
 RESNET50_100_CLASSES = 23_712_932  # torchvision ResNet50 with a 100-way head (README of the seeds)
 SEED_PARAMETERS = 23_800_022
@@ -185,8 +185,8 @@ def _lr_trace(optimizer):
 def _tiny(batches, batch_size=4):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (batches * batch_size, 3, 8, 8), dtype=torch.uint8)
-    loader = data.TensorBatchLoader(images, torch.randint(0, 3, (len(images),)), batch_size, train=True)
-    val = data.TensorBatchLoader(images[:4], torch.zeros(4, dtype=torch.long), 4, train=False)
+    loader = cifar.TensorBatchLoader(images, torch.randint(0, 3, (len(images),)), batch_size, train=True)
+    val = cifar.TensorBatchLoader(images[:4], torch.zeros(4, dtype=torch.long), 4, train=False)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)), loader, val
 
 
@@ -235,7 +235,7 @@ class RedLevelClassifier(nn.Module):
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32))
 
     def forward(self, x):
-        red = (x[:, 0].mean((1, 2)) * data.IMAGENET_STD[0] + data.IMAGENET_MEAN[0]) * 255
+        red = (x[:, 0].mean((1, 2)) * folders.IMAGENET_STD[0] + folders.IMAGENET_MEAN[0]) * 255
         return -(red[:, None] - self.levels[None]).abs()
 
 
@@ -263,7 +263,7 @@ def _write_mode_zoo(folder):
 def test_every_mode_is_read_as_rgb(tmp_path):
     expected = _write_mode_zoo(tmp_path / "zoo")
     for name, red in expected.items():
-        image = data.open_rgb(tmp_path / "zoo" / name)
+        image = folders.open_rgb(tmp_path / "zoo" / name)
         assert image.mode == "RGB" and abs(np.asarray(image)[..., 0].mean() - red) < 6, name
 
 

@@ -11,7 +11,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision import transforms
 
-from lib import augment, data, models, train
+from lib import augment, cifar, folder_cache, folders, train
 
 
 # ---------------------------------------------------------------- augmentation parameters
@@ -117,10 +117,10 @@ def test_fused_batch_path_is_flip_affine_then_normalisation():
               "tx": torch.tensor([3.0, -1.0, 0.0, 2.0]), "ty": torch.tensor([-2.0, 1.0, 0.0, 0.0]),
               "brightness": ones, "contrast": ones, "saturation": ones, "order": torch.tensor([[0, 1, 2]] * 4)}
     out = torch.empty(4, 3, 10, 10)
-    augment.finish_train_batch(resized, params, data.IMAGENET_MEAN, data.IMAGENET_STD, out, {})
+    augment.finish_train_batch(resized, params, folders.IMAGENET_MEAN, folders.IMAGENET_STD, out, {})
     moved = augment.flip_affine(rgb.permute(0, 3, 1, 2).float() / 255, params["flip"], params["angle"],
                                 params["tx"], params["ty"])
-    expected = augment.normalize(moved, data.IMAGENET_MEAN, data.IMAGENET_STD, max_value=1)
+    expected = augment.normalize(moved, folders.IMAGENET_MEAN, folders.IMAGENET_STD, max_value=1)
     assert torch.allclose(out, expected, atol=1e-5)
     assert (moved == 0).all(1).any()  # the rotation did bring in fill
 
@@ -137,14 +137,15 @@ def test_color_jitter_equals_torchvisions_adjustments(order):
               "order": torch.tensor([order] * 4), "flip": zeros.bool(), "angle": zeros, "tx": zeros, "ty": zeros}
     rgb = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     resized = torch.cat([rgb, torch.full((4, 8, 8, 1), 255, dtype=torch.uint8)], 3).contiguous()
-    ours = augment.finish_train_batch(resized, params, data.IMAGENET_MEAN, data.IMAGENET_STD, torch.empty(4, 3, 8, 8))
+    ours = augment.finish_train_batch(resized, params, folders.IMAGENET_MEAN, folders.IMAGENET_STD,
+                                      torch.empty(4, 3, 8, 8))
     images = (images * 255).round() / 255
     ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
     for k in range(4):
         expected = images[k]
         for op in order:
             expected = ops[op](expected, float(factors[k, op]))
-        expected = augment.normalize(expected[None], data.IMAGENET_MEAN, data.IMAGENET_STD, max_value=1)[0]
+        expected = augment.normalize(expected[None], folders.IMAGENET_MEAN, folders.IMAGENET_STD, max_value=1)[0]
         assert torch.allclose(ours[k], expected, atol=1e-4)
 
 
@@ -155,16 +156,16 @@ def cache_dir(tmp_path_factory):
 
 
 def test_train_batches_have_the_references_shape_range_and_spread(demo_root, cache_dir):
-    loaders, _ = data.folder_loaders(demo_root / "imagenet-mini", image_size=48, batch_size=200, seed=0,
-                                     cache_dir=cache_dir, progress=False, splits=("train",))
+    loaders, _ = folder_cache.folder_loaders(demo_root / "imagenet-mini", image_size=48, batch_size=200, seed=0,
+                                             cache_dir=cache_dir, progress=False, splits=("train",))
     order, params = loaders["train"].epoch_plan()
     ours, labels = loaders["train"].make_batch(order, params, 0)
-    reference = data.image_folder(demo_root / "imagenet-mini", "train", data.imagenet_train_transform(48))
+    reference = folders.image_folder(demo_root / "imagenet-mini", "train", folders.imagenet_train_transform(48))
     torch.manual_seed(0)
     theirs = torch.stack([reference[i][0] for i in order[:200].tolist()])  # the same images, other random draws
     assert labels.tolist() == [reference.targets[i] for i in order[:200].tolist()]
-    low = torch.tensor([-m / s for m, s in zip(data.IMAGENET_MEAN, data.IMAGENET_STD)]).view(1, 3, 1, 1)
-    high = torch.tensor([(1 - m) / s for m, s in zip(data.IMAGENET_MEAN, data.IMAGENET_STD)]).view(1, 3, 1, 1)
+    low = torch.tensor([-m / s for m, s in zip(folders.IMAGENET_MEAN, folders.IMAGENET_STD)]).view(1, 3, 1, 1)
+    high = torch.tensor([(1 - m) / s for m, s in zip(folders.IMAGENET_MEAN, folders.IMAGENET_STD)]).view(1, 3, 1, 1)
     for x in (ours, theirs):
         assert x.shape == (200, 3, 48, 48) and x.dtype == torch.float32
         assert (x >= low - 1e-5).all() and (x <= high + 1e-5).all()
@@ -180,10 +181,10 @@ def test_train_batches_have_the_references_shape_range_and_spread(demo_root, cac
 
 def test_cached_eval_equals_imagefolder(demo_root, cache_dir):
     root = demo_root / "imagenet-mini"
-    cached, classes = data.folder_loaders(root, image_size=48, batch_size=100, cache_dir=cache_dir,
-                                          progress=False, splits=("val",))
-    naive, naive_classes = data.folder_loaders(root, image_size=48, batch_size=100, pipeline="naive",
-                                               splits=("val",))
+    cached, classes = folder_cache.folder_loaders(root, image_size=48, batch_size=100, cache_dir=cache_dir,
+                                                  progress=False, splits=("val",))
+    naive, naive_classes = folder_cache.folder_loaders(root, image_size=48, batch_size=100, pipeline="naive",
+                                                       splits=("val",))
     assert classes == naive_classes and cached["val"].dataset.samples == naive["val"].dataset.samples
     for (x, y), (x_ref, y_ref) in zip(cached["val"], naive["val"]):
         assert torch.equal(y, y_ref)
@@ -192,18 +193,18 @@ def test_cached_eval_equals_imagefolder(demo_root, cache_dir):
 
 def test_cached_training_crop_of_the_whole_image_matches_a_resize(demo_root, cache_dir):
     """With only the flip left random, a training batch is the whole image resized: the canvas maps correctly."""
-    cache = data.FolderCache(demo_root / "imagenet-mini", "train", kind="canvas",
-                             size=data.default_canvas_size(48), cache_dir=cache_dir, progress=False)
+    cache = folder_cache.FolderCache(demo_root / "imagenet-mini", "train", kind="canvas",
+                                     size=folder_cache.default_canvas_size(48), cache_dir=cache_dir, progress=False)
     assert cache.size == 64  # the demo images are 64 px: the canvas does not store upsampled pixels
-    loader = data.CachedFolderLoader(cache, 40, train=True, image_size=48, crop_scale=(1, 1), crop_ratio=(1, 1),
-                                     jitter=0.0, affine_degrees=0, translate=0.0)
+    loader = folder_cache.CachedFolderLoader(cache, 40, train=True, image_size=48, crop_scale=(1, 1), crop_ratio=(1, 1),
+                                             jitter=0.0, affine_degrees=0, translate=0.0)
     order, params = loader.epoch_plan()
     x, y = loader.make_batch(order, params, 0)
     reference = transforms.Compose([transforms.Resize((48, 48)), transforms.ToTensor(),
-                                    transforms.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)])
-    std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
+                                    transforms.Normalize(folders.IMAGENET_MEAN, folders.IMAGENET_STD)])
+    std = torch.tensor(folders.IMAGENET_STD).view(3, 1, 1)
     for k, row in enumerate(order[:40].tolist()):
-        expected = reference(data.open_rgb(cache.samples[row][0]))
+        expected = reference(folders.open_rgb(cache.samples[row][0]))
         if params["flip"][k]:
             expected = expected.flip(-1)
         assert y[k] == cache.targets[row]
@@ -213,16 +214,16 @@ def test_cached_training_crop_of_the_whole_image_matches_a_resize(demo_root, cac
 def test_gpu_branch_of_the_cached_loader_agrees_with_the_cpu_branch(demo_root, cache_dir, monkeypatch):
     """The GPU code path (whole stored images, float resizes, the batch in one piece) run on the CPU gives the same
     batch up to the rounding of the resized crops."""
-    cache = data.FolderCache(demo_root / "imagenet-mini", "train", kind="canvas",
-                             size=data.default_canvas_size(48), cache_dir=cache_dir, progress=False)
-    loader = data.CachedFolderLoader(cache, 32, train=True, image_size=48)
+    cache = folder_cache.FolderCache(demo_root / "imagenet-mini", "train", kind="canvas",
+                                     size=folder_cache.default_canvas_size(48), cache_dir=cache_dir, progress=False)
+    loader = folder_cache.CachedFolderLoader(cache, 32, train=True, image_size=48)
     order, params = loader.epoch_plan()
     windows, labels = loader.make_batch(order, params, 1)
     loader.windows_from_map, loader.CHUNK = False, 32
     uint8_resize = augment.resize_into
     monkeypatch.setattr(augment, "resize_into", lambda window, out: uint8_resize(window.float(), out))  # as on a GPU
     whole, same_labels = loader.make_batch(order, params, 1)
-    std = torch.tensor(data.IMAGENET_STD).view(1, 3, 1, 1)
+    std = torch.tensor(folders.IMAGENET_STD).view(1, 3, 1, 1)
     assert torch.equal(labels, same_labels)
     assert ((windows - whole) * std * 255).abs().max() <= 3.01  # two roundings of the same resize, jittered
     assert ((windows - whole) * std * 255).abs().mean() < 0.2
@@ -241,38 +242,38 @@ def _small_tree(tmp_path):
 
 def test_cache_is_reused_and_rebuilt_when_a_source_changes(tmp_path):
     root, cache_dir = _small_tree(tmp_path), tmp_path / "cache"
-    first = data.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
+    first = folder_cache.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
     built_at = os.stat(first.path).st_mtime_ns
-    again = data.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
+    again = folder_cache.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
     assert again.path == first.path and os.stat(again.path).st_mtime_ns == built_at  # reused, not rebuilt
 
     changed = root / "val" / "b" / "1.jpg"
     Image.new("RGB", (40, 30), (255, 0, 0)).save(changed)
     stat = os.stat(changed)
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    rebuilt = data.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
+    rebuilt = folder_cache.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
     assert rebuilt.path != first.path and not os.path.exists(first.path)  # the stale cache was removed
     image, label = rebuilt[4]
     assert label == 1 and (image[0].float().mean() > 240) and (image[1:].float().mean() < 15)
 
     shutil.copy(changed, root / "val" / "a" / "9.jpg")
-    grown = data.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
+    grown = folder_cache.FolderCache(root, "val", kind="eval", size=16, cache_dir=cache_dir, progress=False)
     assert len(grown) == 7 and grown.path != rebuilt.path
     assert sorted(os.listdir(cache_dir)) == sorted(os.path.basename(grown.path)[:-4] + e for e in (".npy", ".json"))
 
 
 def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
     root, cache_dir = _small_tree(tmp_path), tmp_path / "cache"
-    real = data._decode_for_cache
+    real = folder_cache._decode_for_cache
 
     def failing(path, kind, size):
         if path.endswith("2.jpg"):
             raise KeyboardInterrupt
         return real(path, kind, size)
 
-    monkeypatch.setattr(data, "_decode_for_cache", failing)
+    monkeypatch.setattr(folder_cache, "_decode_for_cache", failing)
     with pytest.raises(KeyboardInterrupt):
-        data.FolderCache(root, "train", kind="canvas", size=20, cache_dir=cache_dir, progress=False)
+        folder_cache.FolderCache(root, "train", kind="canvas", size=20, cache_dir=cache_dir, progress=False)
     assert os.listdir(cache_dir) == []
 
 
@@ -280,15 +281,15 @@ def test_bad_image_in_cache_build_names_the_file(tmp_path):
     root = _small_tree(tmp_path)
     (root / "train" / "a" / "0.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match="0.jpg"):
-        data.FolderCache(root, "train", kind="canvas", size=20, cache_dir=tmp_path / "cache", progress=False)
+        folder_cache.FolderCache(root, "train", kind="canvas", size=20, cache_dir=tmp_path / "cache", progress=False)
 
 
 def test_cached_epochs_are_reproducible_with_any_number_of_workers(tmp_path):
     root = _small_tree(tmp_path)
-    loaders, _ = data.folder_loaders(root, image_size=16, batch_size=4, seed=5, cache_dir=tmp_path / "c",
-                                     progress=False)
-    threaded, _ = data.folder_loaders(root, image_size=16, batch_size=4, seed=5, cache_dir=tmp_path / "c",
-                                      num_workers=2, progress=False)
+    loaders, _ = folder_cache.folder_loaders(root, image_size=16, batch_size=4, seed=5, cache_dir=tmp_path / "c",
+                                             progress=False)
+    threaded, _ = folder_cache.folder_loaders(root, image_size=16, batch_size=4, seed=5, cache_dir=tmp_path / "c",
+                                              num_workers=2, progress=False)
     batches = {}
     for name, loader in (("plain", loaders["train"]), ("workers", threaded["train"])):
         for epoch in (3, 4):
@@ -305,7 +306,7 @@ def test_cached_epochs_are_reproducible_with_any_number_of_workers(tmp_path):
 
 def test_unknown_pipeline_is_refused(demo_root):
     with pytest.raises(ValueError, match="'cached'.*'naive'"):
-        data.folder_loaders(demo_root / "imagenet-mini", image_size=32, batch_size=4, pipeline="fast")
+        folder_cache.folder_loaders(demo_root / "imagenet-mini", image_size=32, batch_size=4, pipeline="fast")
 
 
 # ---------------------------------------------------------------- compiled training
@@ -322,7 +323,7 @@ def test_checkpoint_of_a_compiled_run_loads_into_a_plain_model(tmp_path, monkeyp
 
     model = tiny()
     images, labels = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (32,))
-    loader = data.TensorBatchLoader(images, labels, 16, train=True, crop_padding=0)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True, crop_padding=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     train.fit(model, loader, loader, epochs=1, optimizer=optimizer, checkpoint_dir=tmp_path, compile=True,
               progress=False)
@@ -330,5 +331,5 @@ def test_checkpoint_of_a_compiled_run_loads_into_a_plain_model(tmp_path, monkeyp
     assert not any(k.startswith("_orig_mod") for k in state)
     plain = tiny()
     train.load_model_state(plain, state)
-    x = data.normalize_batch(images, data.CIFAR10_MEAN, data.CIFAR10_STD)
+    x = augment.normalize(images, cifar.CIFAR10_MEAN, cifar.CIFAR10_STD)
     assert torch.allclose(plain.eval()(x), model.eval()(x))

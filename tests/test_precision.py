@@ -4,7 +4,7 @@ back to the host do not grow with the number of steps."""
 import pytest
 import torch
 
-from lib import data, models, precision, train
+from lib import cifar, folder_cache, models, precision, train
 
 
 # ---------------------------------------------------------------- what auto picks
@@ -55,7 +55,7 @@ def _tiny(seed=0, n=64):
 
 def test_fp16_trains_through_a_gradient_scaler_on_the_cpu(tmp_path):
     model, images, labels = _tiny()
-    loader = data.TensorBatchLoader(images, labels, 16, train=True)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     history = train.fit(model, loader, loader, epochs=2, optimizer=optimizer, amp="fp16", checkpoint_dir=tmp_path,
                         progress=False)
@@ -88,7 +88,7 @@ def test_bf16_and_fp32_are_each_reproducible():
     runs = {}
     for amp in ("bf16", "bf16", False, False):
         model, images, labels = _tiny()
-        loader = data.TensorBatchLoader(images, labels, 16, train=True, seed=3)
+        loader = cifar.TensorBatchLoader(images, labels, 16, train=True, seed=3)
         history = train.fit(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
                             amp=amp, progress=False)
         runs.setdefault(amp, []).append(history["train_loss"] + history["val_loss"])
@@ -101,8 +101,8 @@ def test_bf16_and_fp32_are_each_reproducible():
 def test_tensor_loader_gives_channels_last_batches_with_the_same_values():
     _, images, labels = _tiny()
     for train_mode in (True, False):
-        plain = data.TensorBatchLoader(images, labels, 16, train=train_mode, seed=1)
-        last = data.TensorBatchLoader(images, labels, 16, train=train_mode, seed=1, channels_last=True)
+        plain = cifar.TensorBatchLoader(images, labels, 16, train=train_mode, seed=1)
+        last = cifar.TensorBatchLoader(images, labels, 16, train=train_mode, seed=1, channels_last=True)
         for (a, _), (b, _) in zip(plain, last):
             assert b.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous(
                 memory_format=torch.channels_last)
@@ -113,8 +113,8 @@ def test_tensor_loader_gives_channels_last_batches_with_the_same_values():
 def test_folder_loaders_give_channels_last_batches_with_the_same_values(demo_root, tmp_path, pipeline):
     common = dict(image_size=32, batch_size=8, seed=0, progress=False, pipeline=pipeline,
                   cache_dir=tmp_path / "cache")
-    plain, _ = data.folder_loaders(demo_root / "imagenet-mini", **common)
-    last, _ = data.folder_loaders(demo_root / "imagenet-mini", channels_last=True, **common)
+    plain, _ = folder_cache.folder_loaders(demo_root / "imagenet-mini", **common)
+    last, _ = folder_cache.folder_loaders(demo_root / "imagenet-mini", channels_last=True, **common)
     for split in ("train", "val"):
         torch.manual_seed(0)  # the naive pipeline's PIL transforms draw from the global generator
         a, _ = next(iter(plain[split]))
@@ -126,7 +126,7 @@ def test_folder_loaders_give_channels_last_batches_with_the_same_values(demo_roo
 
 def test_fit_puts_the_model_in_the_memory_format_it_resolves():
     model, images, labels = _tiny()
-    loader = data.TensorBatchLoader(images, labels, 32, train=True, channels_last=True)
+    loader = cifar.TensorBatchLoader(images, labels, 32, train=True, channels_last=True)
     train.fit(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
               amp="bf16", channels_last=None, progress=False)
     conv = model.stem[0].weight if hasattr(model, "stem") else next(p for p in model.parameters() if p.dim() == 4)
@@ -157,8 +157,8 @@ def test_host_reads_per_epoch_do_not_grow_with_the_steps(monkeypatch, amp):
     counts = {}
     for steps in (2, 8):
         model, images, labels = _tiny(n=16 * steps)
-        loader = data.TensorBatchLoader(images, labels, 16, train=True)
-        val = data.TensorBatchLoader(images[:32], labels[:32], 16, train=False)
+        loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
+        val = cifar.TensorBatchLoader(images[:32], labels[:32], 16, train=False)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.05, total_steps=steps)  # stepped every batch
         with monkeypatch.context() as patch:
@@ -173,7 +173,7 @@ def test_host_reads_per_epoch_do_not_grow_with_the_steps(monkeypatch, amp):
 def test_the_counter_sees_a_read_per_step(monkeypatch):
     """The test above can fail: the same counter sees a loop that reads the loss every step."""
     model, images, labels = _tiny(n=64)
-    loader = data.TensorBatchLoader(images, labels, 16, train=True)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     calls = _count_host_reads(monkeypatch)
     for x, y in loader:
@@ -188,7 +188,7 @@ def test_progress_reads_come_at_most_every_refresh(monkeypatch):
     """With a zero refresh interval every step reads: the interval is what bounds them."""
     monkeypatch.setattr(train, "REFRESH_S", 0.0)
     model, images, labels = _tiny(n=64)
-    loader = data.TensorBatchLoader(images, labels, 16, train=True)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     calls = _count_host_reads(monkeypatch)
     train.train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.01), torch.nn.CrossEntropyLoss(),
                           device="cpu", amp="fp32", scaler=precision.grad_scaler("cpu", "fp32"), scheduler=None,
@@ -198,7 +198,7 @@ def test_progress_reads_come_at_most_every_refresh(monkeypatch):
 
 def test_a_non_finite_loss_stops_the_run_naming_the_epoch():
     model, images, labels = _tiny()
-    loader = data.TensorBatchLoader(images, labels, 16, train=True)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     with pytest.raises(FloatingPointError, match="epoch 1.*lower the learning rate"):
         train.fit(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=1e30),
                   amp=False, progress=False)

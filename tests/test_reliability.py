@@ -22,7 +22,7 @@ from torchvision import transforms
 
 import resume_worker
 from conftest import ROOT
-from lib import data, models, train, utils
+from lib import cifar, files, folder_cache, folders, models, train, utils
 
 WORKER = ROOT / "tests" / "resume_worker.py"
 NB03 = ROOT / "notebooks" / "03_cifar10_resnet.ipynb"
@@ -128,7 +128,7 @@ def test_killed_mid_save_then_mid_epoch_then_resumed_equals_the_uninterrupted_ru
 
 def test_exception_mid_save_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    utils.atomic_torch_save({"epoch": 0, "w": torch.ones(3)}, path)
+    files.atomic_torch_save({"epoch": 0, "w": torch.ones(3)}, path)
 
     def crash_half_way(obj, f, *args, **kwargs):
         with contextlib.ExitStack() as stack:
@@ -138,13 +138,13 @@ def test_exception_mid_save_leaves_the_old_checkpoint_and_no_temporary_file(tmp_
 
     monkeypatch.setattr(torch, "save", crash_half_way)
     with pytest.raises(KeyboardInterrupt):
-        utils.atomic_torch_save({"epoch": 1, "w": torch.zeros(3)}, path)
+        files.atomic_torch_save({"epoch": 1, "w": torch.zeros(3)}, path)
     assert train.load_checkpoint(path)["epoch"] == 0 and os.listdir(tmp_path) == ["last.pt"]
 
 
 def test_atomic_files_get_the_usual_permissions(tmp_path):
     """mkstemp's private 0600 must not leak into results that others (a grader, a web server) read."""
-    utils.atomic_write_json(tmp_path / "metrics.json", {"a": 1})
+    files.atomic_write_json(tmp_path / "metrics.json", {"a": 1})
     with open(tmp_path / "plain.txt", "w") as fh:
         fh.write("x")
     assert os.stat(tmp_path / "metrics.json").st_mode & 0o777 == os.stat(tmp_path / "plain.txt").st_mode & 0o777
@@ -165,13 +165,13 @@ def _image_tree(root, classes=("cat", "dog"), splits=("train", "val"), per_class
 def test_missing_data_directory_names_the_path_and_the_fix(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + r".*profile = \"demo\".*make data"):
-        data.load_cifar10(missing)
+        cifar.load_cifar10(missing)
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "train")) + ".*README"):
-        data.folder_loaders(missing, image_size=16, batch_size=2)
+        folder_cache.folder_loaders(missing, image_size=16, batch_size=2)
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + ".*flat folder of images"):
-        data.FlatImageFolder(missing, transforms.ToTensor())
+        folders.FlatImageFolder(missing, transforms.ToTensor())
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "t.pkl")) + ".*test_pickle"):
-        data.load_unlabeled_cifar(missing / "t.pkl")
+        cifar.load_unlabeled_cifar(missing / "t.pkl")
 
 
 def test_empty_class_folder_is_named(tmp_path):
@@ -179,14 +179,14 @@ def test_empty_class_folder_is_named(tmp_path):
     for f in (root / "train" / "dog").iterdir():
         f.unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(root / "train" / "dog")) + ".*remove the empty"):
-        data.folder_loaders(root, image_size=16, batch_size=2)
+        folder_cache.folder_loaders(root, image_size=16, batch_size=2)
 
 
 def test_train_and_val_with_different_classes_are_refused(tmp_path):
     root = _image_tree(tmp_path)
     _image_tree(tmp_path, classes=("bird",), splits=("val",))
     with pytest.raises(ValueError, match=r"only in val: \['bird'\].*same class folders"):
-        data.folder_loaders(root, image_size=16, batch_size=2)
+        folder_cache.folder_loaders(root, image_size=16, batch_size=2)
 
 
 def _break_images(folder):
@@ -204,11 +204,11 @@ def test_corrupt_jpeg_is_an_error_naming_it_by_default(tmp_path, pipeline):
     _break_images(root / "train" / "cat")
     # the cached pipeline decodes everything while building its cache, the naive one when a batch is read
     with pytest.raises(ValueError, match=r"cannot read image .*(truncated|garbage)\.jpg.*skip_bad_images=True"):
-        loaders, _ = data.folder_loaders(root, image_size=16, batch_size=8, pipeline=pipeline,
-                                         cache_dir=tmp_path / "cache", progress=False)
+        loaders, _ = folder_cache.folder_loaders(root, image_size=16, batch_size=8, pipeline=pipeline,
+                                                 cache_dir=tmp_path / "cache", progress=False)
         list(loaders["train"])
     _break_images(root / "val" / "dog")
-    flat = data.FlatImageFolder(root / "val" / "dog", transforms.ToTensor())
+    flat = folders.FlatImageFolder(root / "val" / "dog", transforms.ToTensor())
     with pytest.raises(ValueError, match=r"garbage\.jpg"):
         [flat[i] for i in range(len(flat))]
 
@@ -217,11 +217,12 @@ def test_skip_bad_images_skips_them_and_says_how_many(tmp_path):
     root = _image_tree(tmp_path)
     _break_images(root / "train" / "cat")
     with pytest.warns(UserWarning, match=r"skipped 2 of 6 images under .*train"):
-        cached, _ = data.folder_loaders(root, image_size=16, batch_size=8, skip_bad_images=True,
-                                        cache_dir=tmp_path / "cache", progress=False)
+        cached, _ = folder_cache.folder_loaders(root, image_size=16, batch_size=8, skip_bad_images=True,
+                                                cache_dir=tmp_path / "cache", progress=False)
     assert len(cached["train"].cache.samples) == 4 and sum(len(y) for _, y in cached["train"]) == 4
     with pytest.warns(UserWarning, match=r"skipped 2 of 6 images under .*train"):
-        loaders, _ = data.folder_loaders(root, image_size=16, batch_size=8, skip_bad_images=True, pipeline="naive")
+        loaders, _ = folder_cache.folder_loaders(root, image_size=16, batch_size=8, skip_bad_images=True,
+                                                 pipeline="naive")
     dataset = loaders["train"].dataset
     assert len(dataset) == 4 and sorted(os.path.basename(p) for p in dataset.skipped_images) == \
         ["garbage.jpg", "truncated.jpg"]
@@ -229,7 +230,7 @@ def test_skip_bad_images_skips_them_and_says_how_many(tmp_path):
     assert loaders["val"].dataset.skipped_images == []
     _break_images(root / "val" / "dog")
     with pytest.warns(UserWarning, match="skipped 2 of 4"):
-        flat = data.FlatImageFolder(root / "val" / "dog", transforms.ToTensor(), skip_bad_images=True)
+        flat = folders.FlatImageFolder(root / "val" / "dog", transforms.ToTensor(), skip_bad_images=True)
     assert flat.names == ["dog_0.jpg", "dog_1.jpg"] and len(flat.skipped_images) == 2
 
 
@@ -242,7 +243,7 @@ def test_grayscale_rgba_palette_and_cmyk_images_are_read_as_rgb(tmp_path):
     Image.new("RGB", (8, 8), (0, 0, 255)).convert("P").save(folder / "palette.png")
     Image.new("RGB", (8, 8), (0, 128, 0)).convert("CMYK").save(folder / "cmyk.jpg")
     assert {Image.open(p).mode for p in folder.iterdir()} == {"L", "LA", "RGBA", "P", "CMYK"}
-    dataset = data.image_folder(tmp_path, "train", transforms.PILToTensor())
+    dataset = folders.image_folder(tmp_path, "train", transforms.PILToTensor())
     pixels = {os.path.basename(path): dataset[i][0][:, 0, 0].tolist() for i, (path, _) in enumerate(dataset.samples)}
     assert all(dataset[i][0].shape == (3, 8, 8) for i in range(len(dataset)))
     assert pixels["gray.jpg"] == [100] * 3 and pixels["palette.png"] == [0, 0, 255]
@@ -266,7 +267,7 @@ def test_truncated_cifar_batch_names_the_file_and_the_fix(demo_root, tmp_path):
     (folder / "data_batch_3").unlink()
     (folder / "data_batch_3").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(ValueError, match=r"data_batch_3 is truncated or corrupt.*Download it again"):
-        data.load_cifar10(tmp_path)
+        cifar.load_cifar10(tmp_path)
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -280,7 +281,7 @@ def test_unlabeled_pickle_of_wrong_shape_or_dtype_is_refused(tmp_path, content, 
     path = tmp_path / "cifar_test_nolabels.pkl"
     path.write_bytes(pickle.dumps(content, protocol=4))
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + expected):
-        data.load_unlabeled_cifar(path)
+        cifar.load_unlabeled_cifar(path)
 
 
 def _papermill_error(out, parameters):
@@ -336,7 +337,7 @@ def test_output_directory_that_cannot_be_written_is_named(tmp_path):
     with pytest.raises(OSError, match=re.escape(str(out_dir)) + ".*cannot be written.*Pass another out_dir"):
         utils.start_run({"seed": 0}, str(out_dir))
     with pytest.raises(OSError, match=re.escape(str(out_dir / "m.json")) + ".*Choose a writable out_dir"):
-        utils.atomic_write_json(out_dir / "m.json", {})
+        files.atomic_write_json(out_dir / "m.json", {})
     assert blocker.read_text() == "not a folder"
 
 
@@ -345,7 +346,7 @@ def _tiny_fit(checkpoint_dir, channels, epochs=1, resume=False):
     images, labels = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8), torch.arange(32) % 10
     model = models.CifarResNet(channels, (1, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    loader = data.TensorBatchLoader(images, labels, 16, train=True)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     with _one_thread():
         return train.fit(model, loader, loader, epochs=epochs, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
                          resume=resume, progress=False)
@@ -379,7 +380,7 @@ def test_resume_under_other_training_settings_is_refused(tmp_path):
     """Continuing a checkpoint with another lr (say) would silently mix two runs; epochs and device may change."""
     torch.manual_seed(0)
     images, labels = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (16,))
-    loader = data.TensorBatchLoader(images, labels, 8, train=True, crop_padding=0)
+    loader = cifar.TensorBatchLoader(images, labels, 8, train=True, crop_padding=0)
 
     def fit(cfg, epochs):
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
@@ -426,13 +427,13 @@ def test_malicious_data_pickle_is_refused_without_running_it(demo_root, tmp_path
     if loader == "unlabeled_pickle":
         path = tmp_path / "cifar_test_nolabels.pkl"
         path.write_bytes(payload)
-        load = lambda: data.load_unlabeled_cifar(path)  # noqa: E731
+        load = lambda: cifar.load_unlabeled_cifar(path)  # noqa: E731
     else:
         folder = _cifar_copy(demo_root, tmp_path)
         path = folder / ("data_batch_1" if loader == "cifar_batch" else "batches.meta")
         path.unlink()
         path.write_bytes(payload)
-        load = lambda: data.load_cifar10(tmp_path)  # noqa: E731
+        load = lambda: cifar.load_cifar10(tmp_path)  # noqa: E731
     with pytest.raises(ValueError, match=re.escape(str(path)) + r": refusing to load (builtins|__builtin__)\.exec"):
         load()
     assert not marker.exists()
@@ -449,10 +450,10 @@ def _smoke_training(demo_root, seed):
     """
     p = yaml.safe_load((ROOT / "configs" / "03_cifar10_resnet" / "smoke.yaml").read_text())
     utils.seed_everything(seed)
-    x_train, y_train, _, _, _ = data.load_cifar10(demo_root / "cifar10")
-    x_train, y_train, x_val, y_val = data.split_train_val(x_train, y_train, p["val_size"], seed)
-    train_loader = data.TensorBatchLoader(x_train, y_train, p["batch_size"], train=True, seed=seed)
-    val_loader = data.TensorBatchLoader(x_val, y_val, 500, train=False)
+    x_train, y_train, _, _, _ = cifar.load_cifar10(demo_root / "cifar10")
+    x_train, y_train, x_val, y_val = cifar.split_train_val(x_train, y_train, p["val_size"], seed)
+    train_loader = cifar.TensorBatchLoader(x_train, y_train, p["batch_size"], train=True, seed=seed)
+    val_loader = cifar.TensorBatchLoader(x_val, y_val, 500, train=False)
     model = models.CifarResNet([8, 16, 32], [1, 1, 1], 3, 1, None, 0.1, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=p["milestones"], gamma=0.1)
@@ -479,11 +480,12 @@ def test_metrics_json_records_seed_versions_and_device(tmp_path):
 
 # ---------------------------------------------------------------- 5. outputs never partial
 
-# writes that bypass utils' atomic helpers; utils.py holds the helpers themselves, and demo.py builds each data set
-# in a hidden `.partial` folder that is renamed into place whole (lib.demo.materialize)
+# writes that bypass lib.files' atomic helpers; files.py holds the helpers themselves, utils.py's torch.save writes
+# into memory (state_dict_bytes), and demo.py builds each data set in a hidden `.partial` folder that is renamed into
+# place whole (lib.demo.materialize)
 DIRECT_WRITES = re.compile(r"torch\.save\(|\.to_csv\(|\.to_json\(|json\.dump\(|np\.save[z]?\(|pickle\.dump\(|"
                            r"\.write_text\(|\.write_bytes\(|\bopen\([^)]*[\"'][wax]b?\+?[\"']")
-ATOMIC_BY_OTHER_MEANS = {"lib/utils.py", "lib/demo.py"}
+ATOMIC_BY_OTHER_MEANS = {"lib/files.py", "lib/utils.py", "lib/demo.py"}
 
 
 def _code_sources():
@@ -499,7 +501,7 @@ def test_data_files_are_written_only_through_the_atomic_helpers():
     offenders = [f"{name}:{n}: {line.strip()}" for name, text in _code_sources() if name not in ATOMIC_BY_OTHER_MEANS
                  for n, line in enumerate(text.splitlines(), 1)
                  if DIRECT_WRITES.search(line.split("#")[0])]
-    assert not offenders, ("write these through lib.utils.atomic_write_text / atomic_write_json / atomic_torch_save / "
+    assert not offenders, ("write these through lib.files.atomic_write_text / atomic_write_json / atomic_torch_save / "
                            "atomic_open instead:\n" + "\n".join(offenders))
     assert DIRECT_WRITES.search('torch.save(state, "last.pt")') and DIRECT_WRITES.search("open(p, 'w')")
     assert not DIRECT_WRITES.search("open(path)") and not DIRECT_WRITES.search('open(path, "rb")')

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from lib import data, models, nbclean, predict, profiles, runbook, search, train, utils
+from lib import cifar, config, files, models, nbclean, predict, profiles, runbook, search, train, utils
 
 NB03 = ROOT / "notebooks" / "03_cifar10_resnet.ipynb"
 STEM03 = "03_cifar10_resnet"
@@ -23,13 +23,13 @@ STEM03 = "03_cifar10_resnet"
 
 def test_list_and_dict_parameters_given_as_strings_are_parsed():
     ns = {"models": '["two_layer", "resnet34"]', "space": "{stages: [2, 3]}", "name": "[not a list]", "In": []}
-    cfg = utils.build_cfg(ns, {"models": list, "space": dict, "name": str})
+    cfg = config.build_cfg(ns, {"models": list, "space": dict, "name": str})
     assert cfg == {"models": ["two_layer", "resnet34"], "space": {"stages": [2, 3]}, "name": "[not a list]"}
 
 
 def test_a_list_parameter_that_is_not_a_list_says_how_to_pass_one():
     with pytest.raises(ValueError, match=r"'models' = 'two_layer' should be of type list.*-p passes a string.*-y.*-f"):
-        utils.build_cfg({"models": "two_layer", "In": []}, {"models": list})
+        config.build_cfg({"models": "two_layer", "In": []}, {"models": list})
 
 
 def test_profile_fills_in_its_file_and_explicit_values_win():
@@ -84,8 +84,8 @@ def test_a_second_run_into_the_same_out_dir_is_refused_before_anything_is_writte
 def _hold_lock(path, tmp_path):
     """A process holding lock_file(path) until killed; returns (process, its pid) once it holds it."""
     ready = tmp_path / f"ready-{os.path.basename(path)}"
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from lib import utils; "
-            f"utils.lock_file({str(path)!r}, 'test'); open({str(ready)!r}, 'w').close(); time.sleep(120)")
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from lib import files; "
+            f"files.lock_file({str(path)!r}, 'test'); open({str(ready)!r}, 'w').close(); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 60
     while not ready.exists():
@@ -106,8 +106,8 @@ def test_a_run_into_a_locked_out_dir_stops_at_once_naming_the_holder(demo_root, 
     finally:
         holder.kill()
         holder.wait()
-    utils.lock_file(out_dir / ".lock", "test")  # the holder died: its lock died with it, nothing stale is left
-    utils.unlock_file(out_dir / ".lock")
+    files.lock_file(out_dir / ".lock", "test")  # the holder died: its lock died with it, nothing stale is left
+    files.unlock_file(out_dir / ".lock")
 
 
 # ---------------------------------------------------------------- start_run, locks, checkpoints
@@ -124,19 +124,19 @@ def test_start_run_refuses_resumes_or_overwrites(tmp_path):
     assert (out_dir / "checkpoints" / "best.pt").exists()
     utils.start_run({"seed": 2}, str(out_dir), overwrite=True)
     assert not (out_dir / "checkpoints").exists() and json.loads((out_dir / "cfg.json").read_text()) == {"seed": 2}
-    utils.unlock_file(out_dir / ".lock")
+    files.unlock_file(out_dir / ".lock")
 
 
 def test_the_parameters_print_compactly(tmp_path, capsys):
     utils.start_run({"epochs": 3, "models": ["a", "b"], "lr": 0.1}, str(tmp_path / "run"))
     out = capsys.readouterr().out
     assert "epochs=3  models=['a', 'b']  lr=0.1" in out and "{" not in out
-    utils.unlock_file(tmp_path / "run" / ".lock")
+    files.unlock_file(tmp_path / "run" / ".lock")
 
 
 def test_a_second_prediction_into_the_same_file_stops_naming_the_first(tmp_path):
     out = tmp_path / "prediction.csv"
-    holder = _hold_lock(utils.lock_path_for(out), tmp_path)
+    holder = _hold_lock(files.lock_path_for(out), tmp_path)
     try:
         with pytest.raises(RuntimeError, match=rf"prediction file .*prediction.csv is in use.*pid {holder.pid}"):
             predict.predict_test_folder(tmp_path / "model.pt", tmp_path / "test", out)
@@ -147,7 +147,7 @@ def test_a_second_prediction_into_the_same_file_stops_naming_the_first(tmp_path)
 
 def test_a_second_search_into_the_same_trial_log_stops_naming_the_first(tmp_path):
     log = tmp_path / "trials.csv"
-    holder = _hold_lock(utils.lock_path_for(log), tmp_path)
+    holder = _hold_lock(files.lock_path_for(log), tmp_path)
     try:
         with pytest.raises(RuntimeError, match=rf"trial log .*trials.csv is in use.*pid {holder.pid}"):
             search.run_search([], {}, None, str(log))
@@ -161,7 +161,7 @@ def _tiny(seed=0):
     torch.manual_seed(seed)
     images, labels = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8), torch.arange(32) % 10
     model = models.CifarResNet((4, 8), (1, 1))
-    loader = data.TensorBatchLoader(images, labels, 16, train=True)
+    loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     return model, torch.optim.AdamW(model.parameters(), lr=0.01), loader
 
 

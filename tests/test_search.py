@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from conftest import ROOT
-from lib import models, search, utils
+from lib import config, models, search, utils
 
 # 1-2 stages of 4-8 channels: trials train in a fraction of a second. With max_params=20_000 a 1-stage design with
 # 1 x 1 pooling (a head over 32 x 32 x C features) is over budget, and pool 32 does not fit a 2-stage design's 16 x 16.
@@ -182,7 +182,7 @@ def test_exported_design_uses_only_notebook_03_parameters_with_their_types(tmp_p
     declared = {p["name"]: p for p in papermill.inspect_notebook(str(NOTEBOOK_03)).values()}
     for name, value in exported.items():
         assert name in declared, f"notebook 03 has no parameter {name!r}"
-        assert utils._type_ok(value, _annotation(declared[name]["inferred_type_name"])), (name, value)
+        assert config._type_ok(value, _annotation(declared[name]["inferred_type_name"])), (name, value)
 
 
 @pytest.mark.notebook
