@@ -11,12 +11,13 @@ A metric without a tolerance must match exactly (counts such as the number of de
 """
 import argparse
 import glob
-import json
 import os
 import sys
 from dataclasses import dataclass
 
 import yaml
+
+from lib import results
 
 
 @dataclass
@@ -40,12 +41,11 @@ class Row:
 
 
 def read_headline(path):
-    """The headline metrics {name: number} of one metrics.json."""
-    with open(path, encoding="utf-8") as fh:
-        headline = json.load(fh).get("headline")
-    if not isinstance(headline, dict):
-        raise SystemExit(f"{path}: no headline metrics; was it written by this version of the notebooks?")
-    return {name: float(value) for name, value in headline.items() if isinstance(value, (int, float))}
+    """The headline metrics {name: number} of one metrics.json (read through the results schema)."""
+    try:
+        return dict(results.read(path).headline)
+    except results.ResultsError as err:
+        raise SystemExit(str(err)) from None
 
 
 def read_headlines(results_dir):

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from lib import compare, publish
+from lib import compare, publish, results
 from lib.utils import repo_path
 
 REFERENCE = {"03_cifar10_resnet": {"test_acc": 0.80, "best_val_acc": 0.81},
@@ -14,10 +14,12 @@ TOLERANCES = "03_cifar10_resnet:\n  test_acc: 0.02\n  best_val_acc: 0.02\n04_cif
 
 
 def write_results(root, headlines, tolerances=None):
-    """A results folder: <study>/metrics.json with the given headlines (and tolerances.yaml)."""
+    """A results folder: <study>/metrics.json in the results schema with the given headlines (and tolerances.yaml)."""
     for study, headline in headlines.items():
-        os.makedirs(root / study, exist_ok=True)
-        (root / study / "metrics.json").write_text(json.dumps({"study": study, "headline": headline}))
+        model = results.ModelResult(parameters=1000, best_val_acc=0.5, seconds_per_epoch=1.0)
+        results.write(str(root / study), results.StudyResults(
+            study=study[:2], data="real", cfg={}, device="cpu", amp="bf16", channels_last=True, compile=False,
+            epochs_run=1, headline=headline, models={"model": model}))
     if tolerances is not None:
         (root / "tolerances.yaml").write_text(tolerances)
     return str(root)
@@ -73,6 +75,14 @@ def test_missing_study_or_metric_fails(tmp_path, capsys):
 def test_reference_without_results_says_so(tmp_path):
     with pytest.raises(SystemExit, match="no <study>/metrics.json"):
         compare.main([str(tmp_path), str(tmp_path)])
+
+
+def test_results_off_the_schema_name_the_file(tmp_path):
+    ref = write_results(tmp_path / "ref", REFERENCE, TOLERANCES)
+    os.makedirs(tmp_path / "rerun" / "03_cifar10_resnet")
+    (tmp_path / "rerun" / "03_cifar10_resnet" / "metrics.json").write_text(json.dumps({"headline": {}}))
+    with pytest.raises(SystemExit, match="metrics.json"):
+        compare.main([ref, str(tmp_path / "rerun")])
 
 
 def test_malformed_tolerances_name_the_file(tmp_path):
