@@ -8,7 +8,7 @@ RUNS := runs/$(PROFILE)
 STUDIES := $(filter-out %05_results_report.ipynb,$(sort $(wildcard notebooks/0*.ipynb)))
 PYTEST_ARGS ?=
 
-.PHONY: help setup data demo-data run report test lab bench clean
+.PHONY: help setup data demo-data run report reproduce check-results test lab bench clean
 
 help:
 	@echo "make data    download CIFAR-10 and ResNet50's ImageNet weights; say where the other data sets go"
@@ -17,6 +17,8 @@ help:
 	@echo "make lab     JupyterLab on the same environment"
 	@echo "make report  build $(RUNS)/report.html from the runs"
 	@echo "make bench   speed benchmarks (ratios against the naive pipelines)"
+	@echo "make reproduce PROFILE=cpu   every study and the report on real data, copied to results/cpu/"
+	@echo "make check-results PROFILE=cpu   does runs/cpu reproduce results/cpu within tolerance?"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +50,17 @@ report: setup
 	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) notebooks/05_results_report.ipynb
 	$(VENV)/bin/jupyter nbconvert --log-level ERROR --to html --no-input $(RUNS)/05_results_report.ipynb \
 	  --output report.html --output-dir $(RUNS)
+
+# The reference results: every study on real data (`make data`), the report, then the copy committed under
+# results/$(PROFILE)/ (no checkpoints). Interrupted? Run it again: finished studies are skipped, partial ones resume.
+reproduce: setup
+	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) $(if $(FRESH),--fresh)
+	$(MAKE) --no-print-directory report
+	$(PY) -m lib.publish $(RUNS) results/$(PROFILE) --studies $(notdir $(basename $(STUDIES)))
+
+# a rerun (yours, a student's) against the committed reference, metric by metric, within stated tolerances
+check-results: setup
+	$(PY) -m lib.compare results/$(PROFILE) $(RUNS)
 
 test: demo-data
 	$(PY) -m pytest $(PYTEST_ARGS)

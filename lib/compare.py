@@ -1,0 +1,117 @@
+"""`python -m lib.compare results/cpu runs/cpu`: does a rerun reproduce the reference results, metric by metric?
+
+For every study in the reference folder and every headline metric it records, prints the reference, the rerun and
+their difference, and exits 1 when a difference exceeds that metric's tolerance (or the rerun lacks the study or the
+metric). Tolerances live beside the reference, in `<reference>/tolerances.yaml`:
+
+    03_cifar10_resnet:
+      test_acc: 0.02   # how far a rerun may land; how it was measured goes in a comment
+
+A metric without a tolerance must match exactly (counts such as the number of designs searched).
+"""
+import argparse
+import glob
+import os
+import sys
+from dataclasses import dataclass
+
+import yaml
+
+from lib import results
+
+
+@dataclass
+class Row:
+    """One metric of one study: reference, rerun, allowed difference, and the verdict."""
+    study: str
+    metric: str
+    reference: float
+    rerun: float = None
+    tolerance: float = 0.0
+
+    @property
+    def difference(self):
+        """rerun - reference (None when the rerun lacks the metric)."""
+        return None if self.rerun is None else self.rerun - self.reference
+
+    @property
+    def ok(self):
+        """Within tolerance (a tiny slack absorbs float rounding in the saved JSON)."""
+        return self.difference is not None and abs(self.difference) <= self.tolerance + 1e-9
+
+
+def read_headline(path):
+    """The headline metrics {name: number} of one metrics.json (read through the results schema)."""
+    try:
+        return dict(results.read(path).headline)
+    except results.ResultsError as err:
+        raise SystemExit(str(err)) from None
+
+
+def read_headlines(results_dir):
+    """{study folder: headline metrics} for every <results_dir>/<study>/metrics.json."""
+    paths = sorted(glob.glob(os.path.join(glob.escape(results_dir), "*", "metrics.json")))
+    return {os.path.basename(os.path.dirname(p)): read_headline(p) for p in paths}
+
+
+def read_tolerances(path):
+    """{study: {metric: tolerance}} from a YAML file; {} when there is none."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        tolerances = yaml.safe_load(fh) or {}
+    if not isinstance(tolerances, dict) or not all(isinstance(v, dict) for v in tolerances.values()):
+        raise SystemExit(f"{path}: expected `study: {{metric: tolerance}}` mappings")
+    return tolerances
+
+
+def compare(reference, rerun, tolerances):
+    """Rows for every (study, metric) of the reference, matched against the rerun."""
+    rows = []
+    for study, metrics in sorted(reference.items()):
+        for metric, value in sorted(metrics.items()):
+            rows.append(Row(study, metric, value, rerun.get(study, {}).get(metric),
+                            float(tolerances.get(study, {}).get(metric, 0.0))))
+    return rows
+
+
+def _number(value):
+    """A metric as printed: fractions in [0, 1] as percentages, counts as integers."""
+    if value is None:
+        return "missing"
+    if float(value).is_integer() and abs(value) > 1:
+        return f"{value:,.0f}"
+    return f"{value:.2%}" if -1 <= value <= 1 else f"{value:,.3f}"
+
+
+def format_rows(rows):
+    """A fixed-width table of the rows and their verdicts."""
+    lines = [f"{'study':<30} {'metric':<28} {'reference':>10} {'rerun':>10} {'difference':>11} {'tolerance':>10}"]
+    for r in rows:
+        diff = "" if r.difference is None else _number(r.difference)
+        lines.append(f"{r.study:<30} {r.metric:<28} {_number(r.reference):>10} {_number(r.rerun):>10} "
+                     f"{diff:>11} {_number(r.tolerance):>10}  {'ok' if r.ok else 'DIFFERS'}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Compare two results folders; exit 0 when every metric is within tolerance, else 1."""
+    parser = argparse.ArgumentParser(prog="python -m lib.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("reference", help="e.g. results/cpu (holds tolerances.yaml)")
+    parser.add_argument("rerun", help="e.g. runs/cpu")
+    parser.add_argument("--tolerances", help="default: <reference>/tolerances.yaml")
+    args = parser.parse_args(argv)
+    reference = read_headlines(args.reference)
+    if not reference:
+        raise SystemExit(f"{args.reference}: no <study>/metrics.json to compare against")
+    tolerances = read_tolerances(args.tolerances or os.path.join(args.reference, "tolerances.yaml"))
+    rows = compare(reference, read_headlines(args.rerun), tolerances)
+    print(format_rows(rows))
+    failed = [r for r in rows if not r.ok]
+    print(f"{len(rows) - len(failed)} of {len(rows)} metrics reproduce within tolerance"
+          + (f"; {len(failed)} do not" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""lib.compare (a rerun against the reference results) and lib.publish (the committed copy of a profile's runs)."""
+import json
+import os
+import shutil
+
+import pytest
+
+from lib import compare, publish, results
+from lib.utils import repo_path
+
+REFERENCE = {"03_cifar10_resnet": {"test_acc": 0.80, "best_val_acc": 0.81},
+             "04_cifar10_random_search": {"retrain_test_acc": 0.70, "designs_searched": 8}}
+TOLERANCES = "03_cifar10_resnet:\n  test_acc: 0.02\n  best_val_acc: 0.02\n04_cifar10_random_search:\n  retrain_test_acc: 0.03\n"
+
+
+def write_results(root, headlines, tolerances=None):
+    """A results folder: <study>/metrics.json in the results schema with the given headlines (and tolerances.yaml)."""
+    for study, headline in headlines.items():
+        model = results.ModelResult(parameters=1000, best_val_acc=0.5, seconds_per_epoch=1.0)
+        results.write(str(root / study), results.StudyResults(
+            study=study[:2], data="real", cfg={}, device="cpu", amp="bf16", channels_last=True, compile=False,
+            epochs_run=1, headline=headline, models={"model": model}))
+    if tolerances is not None:
+        (root / "tolerances.yaml").write_text(tolerances)
+    return str(root)
+
+
+def doctored(headlines, study, metric, delta):
+    """A copy of the headlines with one metric moved by delta."""
+    copy = {s: dict(m) for s, m in headlines.items()}
+    copy[study][metric] += delta
+    return copy
+
+
+def run_compare(tmp_path, rerun, capsys):
+    """Exit status and printed table of `python -m lib.compare` on the fixture reference and a rerun."""
+    ref = write_results(tmp_path / "ref", REFERENCE, TOLERANCES)
+    status = compare.main([ref, write_results(tmp_path / "rerun", rerun)])
+    return status, capsys.readouterr().out
+
+
+def test_identical_rerun_passes_and_prints_every_metric(tmp_path, capsys):
+    status, out = run_compare(tmp_path, REFERENCE, capsys)
+    assert status == 0
+    assert "4 of 4 metrics reproduce within tolerance" in out
+    assert "80.00%" in out and "test_acc" in out and "designs_searched" in out
+
+
+def test_difference_within_tolerance_passes(tmp_path, capsys):
+    status, out = run_compare(tmp_path, doctored(REFERENCE, "03_cifar10_resnet", "test_acc", -0.019), capsys)
+    assert status == 0
+    assert "-1.90%" in out
+
+
+def test_difference_beyond_tolerance_fails_naming_the_metric(tmp_path, capsys):
+    status, out = run_compare(tmp_path, doctored(REFERENCE, "03_cifar10_resnet", "test_acc", 0.021), capsys)
+    assert status == 1
+    line = next(l for l in out.splitlines() if "test_acc" in l)
+    assert line.startswith("03_cifar10_resnet") and line.endswith("DIFFERS")
+    assert "1 do not" in out
+
+
+def test_metric_without_tolerance_must_match_exactly(tmp_path, capsys):
+    status, _ = run_compare(tmp_path, doctored(REFERENCE, "04_cifar10_random_search", "designs_searched", 1), capsys)
+    assert status == 1
+
+
+def test_missing_study_or_metric_fails(tmp_path, capsys):
+    rerun = {"03_cifar10_resnet": {"test_acc": 0.80}}
+    status, out = run_compare(tmp_path, rerun, capsys)
+    assert status == 1
+    assert out.count("missing") == 3  # best_val_acc, and both metrics of the absent study
+
+
+def test_reference_without_results_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="no <study>/metrics.json"):
+        compare.main([str(tmp_path), str(tmp_path)])
+
+
+def test_results_off_the_schema_name_the_file(tmp_path):
+    ref = write_results(tmp_path / "ref", REFERENCE, TOLERANCES)
+    os.makedirs(tmp_path / "rerun" / "03_cifar10_resnet")
+    (tmp_path / "rerun" / "03_cifar10_resnet" / "metrics.json").write_text(json.dumps({"headline": {}}))
+    with pytest.raises(SystemExit, match="metrics.json"):
+        compare.main([ref, str(tmp_path / "rerun")])
+
+
+def test_malformed_tolerances_name_the_file(tmp_path):
+    ref = write_results(tmp_path / "ref", REFERENCE, "03_cifar10_resnet: 0.02\n")
+    with pytest.raises(SystemExit, match="tolerances.yaml"):
+        compare.main([ref, ref])
+
+
+@pytest.mark.skipif(not os.path.isdir(repo_path("results/cpu")), reason="no committed reference results yet")
+def test_committed_reference_passes_against_itself_and_fails_doctored(tmp_path, capsys):
+    reference = repo_path("results/cpu")
+    assert compare.main([reference, reference]) == 0
+    copy = tmp_path / "cpu"
+    shutil.copytree(reference, copy)
+    path = copy / "03_cifar10_resnet" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["headline"]["test_acc"] -= 0.10
+    path.write_text(json.dumps(metrics))
+    assert compare.main([reference, str(copy)]) == 1
+
+
+def make_run(root):
+    """A finished run folder: metrics, a figure, a checkpoint, a lock file."""
+    study = root / "03_cifar10_resnet"
+    os.makedirs(study / "checkpoints")
+    (study / "metrics.json").write_text("{}")
+    (study / "learning_curves.png").write_bytes(b"png")
+    (study / "checkpoints" / "best.pt").write_bytes(b"0" * 1000)
+    (study / ".lock").write_text("")
+    (root / "03_cifar10_resnet.ipynb").write_text("{}")
+    return str(root)
+
+
+def test_publish_keeps_results_not_checkpoints_and_keeps_tolerances(tmp_path):
+    runs, results = make_run(tmp_path / "runs"), tmp_path / "results"
+    os.makedirs(results / "stale")
+    (results / "tolerances.yaml").write_text(TOLERANCES)
+    files, _ = publish.publish(runs, str(results), keep=("tolerances.yaml",))
+    assert sorted(files) == ["03_cifar10_resnet.ipynb", "03_cifar10_resnet/learning_curves.png",
+                             "03_cifar10_resnet/metrics.json"]
+    assert sorted(os.listdir(results)) == ["03_cifar10_resnet", "03_cifar10_resnet.ipynb", "tolerances.yaml"]
+    assert (results / "tolerances.yaml").read_text() == TOLERANCES
+
+
+def test_publish_over_the_limit_leaves_old_results(tmp_path):
+    runs, results = make_run(tmp_path / "runs"), tmp_path / "results"
+    os.makedirs(results)
+    (results / "old.json").write_text("{}")
+    with pytest.raises(SystemExit, match="over the 1e-06 MB limit"):
+        publish.publish(runs, str(results), limit_mb=1e-6)
+    assert os.listdir(results) == ["old.json"]
+
+
+def test_publish_refuses_unfinished_studies(tmp_path):
+    runs = make_run(tmp_path / "runs")
+    with pytest.raises(SystemExit, match="no metrics.json for 04_cifar10_random_search"):
+        publish.check_finished(runs, ["03_cifar10_resnet", "04_cifar10_random_search"])
