@@ -4,7 +4,8 @@ Naive = torchvision dataset + per-sample PIL transforms + DataLoader with 0 or 2
 notebooks use: CIFAR kept as one uint8 tensor and augmented per batch (TensorBatchLoader, no workers); image
 folders decoded once into a memory-mapped cache and augmented per batch (CachedFolderLoader; with 0 workers the
 iterating thread works on torch's threads, with 2 workers two single-threaded worker threads make whole batches,
-the counterpart of the naive loader's processes). Same augmentations, same batch sizes. Rates are steady-state: timing starts after the first batch.
+the counterpart of the naive loader's processes). Same augmentations, same batch sizes.
+Rates are steady-state: timing starts after the first batch.
 
     python -m bench.input_pipeline [--repeats 5] [--device cpu|cuda]
 """
@@ -18,8 +19,16 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from lib import cifar, folder_cache
 
-from .common import (NaiveCIFAR, fmt, make_jpeg_tree, naive_cifar_transform, print_header, print_table,
-                     random_cifar, sync)
+from .common import (
+    NaiveCIFAR,
+    fmt,
+    make_jpeg_tree,
+    naive_cifar_transform,
+    print_header,
+    print_table,
+    random_cifar,
+    sync,
+)
 
 # what notebooks 01 and 02 feed their models (02's batch size and crop scale are the seed's)
 FOLDER_NOTEBOOKS = {
@@ -90,7 +99,7 @@ def bench_folders(repeats, device, root, cache_dir):
         cached, _ = folder_cache.folder_loaders(root, cache_dir=cache_dir, device=device, progress=False, **common)
         built = time.perf_counter() - started
         if name == next(iter(FOLDER_NOTEBOOKS)):  # the others use the same cache (same image size)
-            n_cached = sum(len(l.dataset) for l in cached.values())
+            n_cached = sum(len(loader.dataset) for loader in cached.values())
             rows.append([name, "cache build, once (decode)", "", "threads", "", f"{fmt(n_cached / built)}", ""])
         naive, _ = folder_cache.folder_loaders(root, pipeline="naive", **common)
         bs = nb["batch_size"]

@@ -83,7 +83,8 @@ def load_cifar_batch(path, num_classes=None):
     data, labels = batch.get("data"), batch.get("labels", batch.get("fine_labels"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: 'data' should be a uint8 array of shape (N, 3072), got "
-                         f"{getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}. Is this a CIFAR python batch?")
+                         f"{getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}. "
+                         "Is this a CIFAR python batch?")
     if labels is None or len(labels) != len(data):
         raise ValueError(f"{path}: expected one label per image ({len(data)}), got "
                          f"{None if labels is None else len(labels)}. The file is damaged: download it again.")
@@ -135,7 +136,8 @@ def load_unlabeled_cifar(path):
 
 
 def split_train_val(x, y, val_size, seed):
-    """Carve a validation split of `val_size` images (int, or fraction if < 1) out of the training set, fixed by `seed`."""
+    """Carve a validation split of `val_size` images (int, or fraction if < 1) out of the training set, fixed by
+    `seed`."""
     n = len(x)
     n_val = int(round(val_size * n)) if val_size < 1 else int(val_size)
     if not 1 <= n_val < n:

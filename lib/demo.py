@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from .demo_images import class_styles, render_batch, render_image
 from .progress import tqdm
 

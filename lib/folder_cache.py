@@ -134,7 +134,7 @@ class FolderCache:
                                               shape=(n, self.size, self.size, self.channels))
 
             def work(i):
-                array[i], original_sizes[i] = _decode_for_cache(self.samples[i][0], self.kind, self.size)
+                array[i], original_sizes[i] = _decode_for_cache(self.samples[i][0], self.kind, self.size)  # noqa: F821 (del below)
 
             threads = threads or os.cpu_count() or 1
             with ThreadPoolExecutor(threads) as pool, \

@@ -47,5 +47,5 @@ class FocalLoss(nn.Module):
         return loss.sum() if self.reduction == "sum" else loss
 
     def extra_repr(self):
-        return f"gamma={self.gamma}, alpha={self.alpha if not isinstance(self.alpha, torch.Tensor) else 'per-class'}, " \
-               f"reduction={self.reduction!r}"
+        alpha = self.alpha if not isinstance(self.alpha, torch.Tensor) else "per-class"
+        return f"gamma={self.gamma}, alpha={alpha}, reduction={self.reduction!r}"

@@ -1,10 +1,11 @@
-"""The studies' models: the configurable CIFAR ResNet, StrictTwoLayerNet and its ablations, ResNet50 + simplified CBAM."""
+"""The studies' models: the configurable CIFAR ResNet, StrictTwoLayerNet and its ablations, ResNet50 + simplified
+CBAM."""
 import os
 import socket
 
 import torch
-from torch import nn
 import torchvision
+from torch import nn
 
 
 def _as_list(value, n, name):

@@ -3,8 +3,8 @@ study (`plot_studies_*`, notebook 05). Each is saved as PNG and returned."""
 import os
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from lib import studies, tables
 
@@ -42,7 +42,8 @@ def plot_history(histories, path=None, title=None):
 def confusion_matrix(targets, predictions, num_classes):
     """num_classes x num_classes counts, rows = true class, columns = predicted class."""
     targets, predictions = np.asarray(targets), np.asarray(predictions)
-    return np.bincount(targets * num_classes + predictions, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    counts = np.bincount(targets * num_classes + predictions, minlength=num_classes ** 2)
+    return counts.reshape(num_classes, num_classes)
 
 
 def plot_confusion(targets, predictions, class_names, path=None, title="confusion matrix (row-normalised)"):

@@ -34,7 +34,7 @@ def verify_predictions(keys, labels, expected_keys, valid_labels, what="predicti
         problems.append(f"{len(extra)} unexpected (first: {extra[:3]})")
     if not problems and keys != expected_keys:
         problems.append("rows are not in the input order")
-    unknown = [l for l in labels if l not in valid]
+    unknown = [label for label in labels if label not in valid]
     if unknown:
         problems.append(f"{len(unknown)} labels outside the known classes (first: {unknown[:3]})")
     if problems:
@@ -55,7 +55,7 @@ def write_csv_verified(path, header, keys, labels, expected_keys, valid_labels, 
 def write_cifar_submission(path, ids, predicted_labels, num_classes=10):
     """Kaggle submission `ID,Labels` for the unlabeled CIFAR test pickle, one row per id in the file's order."""
     ids = [int(i) for i in ids]
-    labels = [int(l) for l in predicted_labels]
+    labels = [int(label) for label in predicted_labels]
     return write_csv_verified(path, ("ID", "Labels"), ids, labels, ids, range(num_classes), "submission")
 
 

@@ -9,12 +9,12 @@ import time
 
 import torch
 from torch import nn
-from .progress import tqdm
 
 from . import precision
+from .files import atomic_torch_save, atomic_write_json
 from .folders import set_epoch
 from .precision import autocast
-from .files import atomic_torch_save, atomic_write_json
+from .progress import tqdm
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "best_metric", "history", "cfg", "rng")
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")

@@ -11,7 +11,8 @@ import torch
 from . import files
 
 README_DATA = "README.md, section 'Data'"
-DEMO_SWITCH = 'To run on lib.demo\'s data instead: profile = "demo" in the parameters cell (papermill: -p profile demo).'
+DEMO_SWITCH = ('To run on lib.demo\'s data instead: profile = "demo" in the parameters cell '
+               '(papermill: -p profile demo).')
 
 
 def seed_everything(seed):
