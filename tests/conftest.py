@@ -1,7 +1,16 @@
+"""Shared fixtures and helpers: the demo data, the notebooks' smoke runs, and small builders several files use."""
 import os
 import pathlib
+import pickle
+import subprocess
+import sys
+import time
 
+import numpy as np
+import papermill
 import pytest
+import yaml
+from PIL import Image
 
 # Idle OpenMP threads spin by default; on a 2-core machine shared with a notebook kernel (or other jobs) that
 # spinning starves the process doing the work. Set before torch loads; notebook kernels inherit it.
@@ -9,6 +18,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
+# each study's headline keys (lib/results.py); 01's ratio is left out when ResNet34 scored 0 (a smoke run may)
+HEADLINES = {"01": {"two_layer_val_acc", "resnet34_val_acc"}, "02": {"final_val_acc", "model_mib"},
+             "03": {"test_acc", "best_val_acc"}, "04": {"best_trial_val_acc", "retrain_test_acc", "designs_searched"},
+             "05": {"studies_with_results"}}
+OPTIONAL_HEADLINES = {"two_layer_pct_of_resnet34"}
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +39,89 @@ def demo_root():
 def smoke_runs(tmp_path_factory):
     """One folder for every notebook's smoke run in this session, so the report notebook can read them all."""
     return tmp_path_factory.mktemp("smoke_runs")
+
+
+def run_on_smoke_parameters(stem, smoke_runs, tmp_path):
+    """Execute notebook `stem` under nbval on its smoke profile into smoke_runs/<stem>; check its saved headline."""
+    from lib import results
+    path = ROOT / "notebooks" / f"{stem}.ipynb"
+    # the one switch: the smoke profile's values, with out_dir (and the report's runs_dir) given explicitly
+    params = {"profile": "smoke", "out_dir": str(smoke_runs / stem)}
+    if "runs_dir" in yaml.safe_load((ROOT / "configs" / stem / "smoke.yaml").read_text()):
+        params["runs_dir"] = str(smoke_runs)  # the report reads the smoke runs made earlier in this session
+    prepared = tmp_path / path.name
+    papermill.execute_notebook(str(path), str(prepared), parameters=params, prepare_only=True, log_output=False)
+    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                             "--rootdir", str(tmp_path), str(prepared)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{path.name} failed under nbval:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    saved = results.read(smoke_runs / stem)  # in lib.results' schema, with the study's headline
+    assert saved.cfg["out_dir"] == params["out_dir"] and saved.study == stem[:2]
+    assert HEADLINES[saved.study] <= set(saved.headline) <= HEADLINES[saved.study] | OPTIONAL_HEADLINES, saved.headline
+
+
+# ---------------------------------------------------------------- helpers several test files share
+
+def cifar_copy(demo_root, tmp_path):
+    """A CIFAR folder of links to the demo batches, so one file can be replaced."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for f in (demo_root / "cifar10" / "cifar-10-batches-py").iterdir():
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+def relabel(folder, name, change):
+    """Replace batch `name` by a copy whose labels `change(labels)` edits in place."""
+    from lib import cifar
+    batch = cifar.safe_unpickle(folder / name)
+    labels = np.array(batch["labels"])
+    change(labels)
+    batch["labels"] = labels.tolist()
+    (folder / name).unlink()
+    (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+
+
+def add_clutter(folder):
+    """What macOS, Windows and Jupyter leave in a folder: none of it an image, some of it named like one."""
+    (folder / "._cat_0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]")
+    (folder / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (16, 16)).save(folder / ".ipynb_checkpoints" / "copy.jpg")
+    return 5
+
+
+def write_mode_zoo(folder):
+    """One small image per PIL mode, each with a known red level; returns {file name: red level}."""
+    folder.mkdir()
+    size = (20, 20)
+    expected = {}
+    Image.new("RGB", size, (200, 10, 10)).save(folder / "b_rgb.jpg", quality=98)
+    expected["b_rgb.jpg"] = 200
+    Image.new("L", size, 40).save(folder / "a_gray.png")
+    expected["a_gray.png"] = 40
+    Image.new("RGBA", size, (120, 0, 0, 255)).save(folder / "10_rgba.png")
+    expected["10_rgba.png"] = 120
+    palette = Image.new("P", size, 0)
+    palette.putpalette([160, 0, 0] + [0, 0, 0] * 255)
+    palette.save(folder / "2_palette.png")
+    expected["2_palette.png"] = 160
+    Image.new("CMYK", size, (0, 255, 255, 175)).save(folder / "c_cmyk.jpg", quality=98)
+    expected["c_cmyk.jpg"] = 80  # PIL's CMYK -> RGB: red = 255 - C - K
+    (folder / "notes.txt").write_text("not an image")
+    return expected
+
+
+def hold_lock(path, tmp_path):
+    """A process holding lock_file(path) until killed; returns (process, its pid) once it holds it."""
+    ready = tmp_path / f"ready-{os.path.basename(path)}"
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from lib import files; "
+            f"files.lock_file({str(path)!r}, 'test'); open({str(ready)!r}, 'w').close(); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    while not ready.exists():
+        assert proc.poll() is None and time.time() < deadline, "the lock holder did not start"
+        time.sleep(0.05)
+    return proc

@@ -1,4 +1,4 @@
-"""A small training run of notebook 03's pipeline that tests/test_reliability.py starts, kills and resumes.
+"""A small training run of notebook 03's pipeline that tests/test_train.py starts, kills and resumes.
 
 `python tests/resume_worker.py OUT [--resume] [--pause-at EPOCH STEP] [--block-save-at EPOCH] [--start-when FILE]`,
 or `run(OUT)` in-process.

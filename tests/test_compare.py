@@ -1,16 +1,19 @@
-"""lib.compare (a rerun against the reference results) and lib.publish (the committed copy of a profile's runs)."""
+"""lib.compare: a rerun against the reference results, metric by metric, within the stated tolerances."""
 import json
 import os
 import shutil
 
 import pytest
 
-from lib import compare, publish, results
+from lib import compare, results
 from lib.utils import repo_path
 
 REFERENCE = {"03_cifar10_resnet": {"test_acc": 0.80, "best_val_acc": 0.81},
              "04_cifar10_random_search": {"retrain_test_acc": 0.70, "designs_searched": 8}}
-TOLERANCES = "03_cifar10_resnet:\n  test_acc: 0.02\n  best_val_acc: 0.02\n04_cifar10_random_search:\n  retrain_test_acc: 0.03\n"
+
+
+TOLERANCES = ("03_cifar10_resnet:\n  test_acc: 0.02\n  best_val_acc: 0.02\n"
+              "04_cifar10_random_search:\n  retrain_test_acc: 0.03\n")
 
 
 def write_results(root, headlines, tolerances=None):
@@ -55,7 +58,7 @@ def test_difference_within_tolerance_passes(tmp_path, capsys):
 def test_difference_beyond_tolerance_fails_naming_the_metric(tmp_path, capsys):
     status, out = run_compare(tmp_path, doctored(REFERENCE, "03_cifar10_resnet", "test_acc", 0.021), capsys)
     assert status == 1
-    line = next(l for l in out.splitlines() if "test_acc" in l)
+    line = next(row for row in out.splitlines() if "test_acc" in row)
     assert line.startswith("03_cifar10_resnet") and line.endswith("DIFFERS")
     assert "1 do not" in out
 
@@ -102,41 +105,3 @@ def test_committed_reference_passes_against_itself_and_fails_doctored(tmp_path, 
     metrics["headline"]["test_acc"] -= 0.10
     path.write_text(json.dumps(metrics))
     assert compare.main([reference, str(copy)]) == 1
-
-
-def make_run(root):
-    """A finished run folder: metrics, a figure, a checkpoint, a lock file."""
-    study = root / "03_cifar10_resnet"
-    os.makedirs(study / "checkpoints")
-    (study / "metrics.json").write_text("{}")
-    (study / "learning_curves.png").write_bytes(b"png")
-    (study / "checkpoints" / "best.pt").write_bytes(b"0" * 1000)
-    (study / ".lock").write_text("")
-    (root / "03_cifar10_resnet.ipynb").write_text("{}")
-    return str(root)
-
-
-def test_publish_keeps_results_not_checkpoints_and_keeps_tolerances(tmp_path):
-    runs, results = make_run(tmp_path / "runs"), tmp_path / "results"
-    os.makedirs(results / "stale")
-    (results / "tolerances.yaml").write_text(TOLERANCES)
-    files, _ = publish.publish(runs, str(results), keep=("tolerances.yaml",))
-    assert sorted(files) == ["03_cifar10_resnet.ipynb", "03_cifar10_resnet/learning_curves.png",
-                             "03_cifar10_resnet/metrics.json"]
-    assert sorted(os.listdir(results)) == ["03_cifar10_resnet", "03_cifar10_resnet.ipynb", "tolerances.yaml"]
-    assert (results / "tolerances.yaml").read_text() == TOLERANCES
-
-
-def test_publish_over_the_limit_leaves_old_results(tmp_path):
-    runs, results = make_run(tmp_path / "runs"), tmp_path / "results"
-    os.makedirs(results)
-    (results / "old.json").write_text("{}")
-    with pytest.raises(SystemExit, match="over the 1e-06 MB limit"):
-        publish.publish(runs, str(results), limit_mb=1e-6)
-    assert os.listdir(results) == ["old.json"]
-
-
-def test_publish_refuses_unfinished_studies(tmp_path):
-    runs = make_run(tmp_path / "runs")
-    with pytest.raises(SystemExit, match="no metrics.json for 04_cifar10_random_search"):
-        publish.check_finished(runs, ["03_cifar10_resnet", "04_cifar10_random_search"])

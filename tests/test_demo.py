@@ -5,9 +5,10 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from torchvision.datasets import ImageFolder
 
-from lib import demo, demo_images
+from lib import cifar, demo, demo_images
 
 # Tiny sizes keep the whole module to a few seconds.
 TINY = {
@@ -57,6 +58,12 @@ def test_cifar_batches_load_like_the_original(tiny, encoding, key):
     assert meta["label_names"][:3] == ["airplane", "automobile", "bird"]
     assert len(meta["label_names"]) == 10
     assert meta["num_cases_per_batch"] == TINY["cifar_per_batch"] and meta["num_vis"] == 3072
+    # and lib.cifar reads them back
+    x_train, y_train, x_test, y_test, classes = cifar.load_cifar10(tiny / "cifar10")
+    assert x_train.dtype == torch.uint8 and x_train.shape[1:] == (3, 32, 32)
+    assert len(x_train) == len(y_train) == 5 * TINY["cifar_per_batch"] and len(x_test) == len(y_test)
+    assert classes[0] == "airplane" and len(classes) == 10
+    assert set(y_train.tolist()) == set(range(10))
 
 
 def test_cifar_batch_metadata(tiny):

@@ -1,28 +1,22 @@
-"""Notebook 01 (two-layer net vs ResNet34): its comparison figure, and a run on a subset of the models."""
+"""Notebook 01 (two-layer net vs ResNet34): its smoke run, a subset of the models, what its loaders feed."""
+import hashlib
+import os
+import shutil
 
 import matplotlib
 import papermill
 import pytest
 import yaml
 
-from conftest import ROOT
-from lib import plots, results, studies
+from conftest import ROOT, add_clutter, run_on_smoke_parameters
+from lib import results
 
 matplotlib.use("Agg")
+
+pytestmark = pytest.mark.slow  # every test here executes the notebook
+
+
 STEM = "01_two_layer_imagenet_mini"
-
-
-def test_accuracy_vs_parameters_plots_one_labelled_point_per_model(tmp_path):
-    path = tmp_path / "scatter.png"
-    sizes = [studies.figure("01", "two_layer_parameters"), studies.figure("01", "resnet34_parameters")]
-    fig = plots.plot_accuracy_vs_parameters(["two_layer", "resnet34"], sizes, [0.41, 0.52], str(path), title="t",
-                                            reference=(0.02, "chance"))
-    ax = fig.axes[0]
-    offsets = [tuple(c.get_offsets()[0]) for c in ax.collections]
-    assert offsets == [(sizes[0], 0.41), (sizes[1], 0.52)]
-    assert [t.get_text() for t in ax.texts] == ["two_layer", "resnet34"]
-    assert ax.get_xscale() == "log" and ax.get_ylim()[1] > 0.52
-    assert path.stat().st_size > 0
 
 
 @pytest.mark.notebook
@@ -51,3 +45,44 @@ def test_unknown_model_name_is_a_clear_error(demo_root, tmp_path):
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{STEM}.ipynb"), str(tmp_path / "out.ipynb"),
                                    parameters=params, log_output=False, progress_bar=False, cwd=str(tmp_path))
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def _papermill(stem, out, parameters):
+    """Run a notebook with its smoke parameters plus `parameters`; return the PapermillExecutionError (or None)."""
+    params = yaml.safe_load((ROOT / "configs" / stem / "smoke.yaml").read_text())
+    params.update(out_dir=str(out / "run"), **parameters)
+    try:
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(out / "out.ipynb"), parameters=params,
+                                   log_output=False, progress_bar=False, cwd=str(out))
+    except papermill.PapermillExecutionError as err:
+        return err
+    return None
+
+
+@pytest.mark.notebook
+def test_notebook_01_counts_what_its_loaders_feed(demo_root, tmp_path):
+    """A link to `..` and clutter in a class folder: notebook 01 trains on, and prints, the real images only."""
+    root = tmp_path / "imagenet-mini"
+    shutil.copytree(demo_root / "imagenet-mini", root, symlinks=True)
+    first = sorted((root / "train").iterdir())[0]
+    os.symlink("..", first / "up")
+    add_clutter(first)
+    real = {s: sum(1 for _ in (root / s).glob("*/*.JPEG")) for s in ("train", "val")}
+    try:
+        err = _papermill("01_two_layer_imagenet_mini", tmp_path,
+                         {"data_dir": str(root), "model_names": ["single_layer"]})
+    finally:  # this copy's caches would otherwise pile up under data/cache, one set per test run
+        for split in ("train", "val"):
+            place = hashlib.sha256(os.path.abspath(root / split).encode()).hexdigest()[:8]
+            for stale in (ROOT / "data" / "cache").glob(f"imagenet-mini-{split}-{place}-*"):
+                stale.unlink()
+    assert err is None, err and err.evalue
+    with open(tmp_path / "out.ipynb") as fh:
+        text = fh.read()
+    assert f"{real['train']} training and {real['val']} validation images" in text
+    assert "ignored 6 hidden or system entries" in text
+
+
+@pytest.mark.notebook
+def test_notebook_runs_on_smoke_parameters(demo_root, smoke_runs, tmp_path):
+    run_on_smoke_parameters("01_two_layer_imagenet_mini", smoke_runs, tmp_path)

@@ -6,7 +6,6 @@ import torch
 
 from lib import cifar, folder_cache, models, precision, train
 
-
 # ---------------------------------------------------------------- what auto picks
 
 def test_auto_precision_asks_torch_about_the_cpu(monkeypatch):

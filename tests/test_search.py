@@ -1,7 +1,7 @@
 """Unit tests of lib.search: the sampler, the parameter formula, rejection before training, the trial log and
-resume, the export to notebook 03, and the Ray backend (skipped when ray is not installed)."""
+resume, the export to notebook 03 (its run: test_nb03.py), one writer per trial log, and the Ray backend (skipped
+when ray is not installed)."""
 import random
-import subprocess
 import sys
 import typing
 
@@ -10,22 +10,30 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
-from lib import config, models, results, search, studies, utils
+from conftest import ROOT, hold_lock
+from lib import config, files, models, search, studies, utils
 
 # 1-2 stages of 4-8 channels: trials train in a fraction of a second. With max_params=20_000 a 1-stage design with
 # 1 x 1 pooling (a head over 32 x 32 x C features) is over budget, and pool 32 does not fit a 2-stage design's 16 x 16.
 TINY_SPACE = {"stages": [1, 2], "first_channels": [4, 8], "channel_growth": [2], "blocks": [1, 2],
               "conv_kernels": [3], "skip_kernels": [1, 3], "pool_kernel": [1, 2, 32], "dropout": [0.0, 0.1]}
+
+
 TINY_BUDGET = 20_000
+
+
 # everything the formula has to get right: 1-5 stages, odd kernels 1-7, growth 1 (no projection), odd widths, pools
 WIDE_SPACE = {"stages": [1, 2, 3, 4, 5], "first_channels": [3, 4, 8, 12], "channel_growth": [1, 1.5, 2],
               "blocks": [1, 2, 3], "conv_kernels": [1, 3, 5, 7], "skip_kernels": [1, 3, 5],
               "pool_kernel": [None, 1, 2, 3, 4, 8], "dropout": [0.0, 0.2]}
+
+
 SETTINGS = {"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "seed": 0,
             "max_steps_per_epoch": 2, "num_classes": 10, "input_size": 32, "device": "cpu", "amp": None,
             "compile": None}
-NOTEBOOK_03 = ROOT / "notebooks" / "03_cifar10_resnet.ipynb"
+
+
+NB03 = ROOT / "notebooks" / "03_cifar10_resnet.ipynb"
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +48,6 @@ def tiny_tensors():
 def without_seconds(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
-
-# ---------------------------------------------------------------- the formula
 
 def test_formula_gives_notebook_03s_design_the_write_ups_count():
     design = {"channels": [32, 64, 128], "blocks": [4, 4, 3], "conv_kernels": [3, 3, 3], "skip_kernels": [1, 1, 1],
@@ -69,8 +75,6 @@ def test_every_feasible_design_runs_forward():
         with torch.no_grad():
             assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10), t["design"]
 
-
-# ---------------------------------------------------------------- the sampler and the constraint
 
 def test_plan_is_fixed_by_seed_and_respects_the_constraints():
     trials, rejected = search.plan_trials(TINY_SPACE, 6, seed=1, max_params=TINY_BUDGET)
@@ -115,8 +119,6 @@ def test_an_impossible_space_fails_clearly():
     with pytest.raises(ValueError, match="missing keys"):
         search.check_space({"stages": [2]})
 
-
-# ---------------------------------------------------------------- the trial log and resume
 
 def test_trial_log_reads_back_exactly(tmp_path):
     row = {"trial": 0, "stages": 2, "first_channels": 4, "channels": [4, 8], "blocks": [1, 2], "conv_kernels": [3, 3],
@@ -165,8 +167,6 @@ def test_resume_refuses_a_log_of_another_search(tiny_tensors, tmp_path):
     assert search.read_trials(log) == rows
 
 
-# ---------------------------------------------------------------- the export to notebook 03
-
 def _annotation(type_name):
     """papermill's inferred type name ('list', 'Optional[int]') back to the annotation notebook 03 declares."""
     return eval(type_name, {"Optional": typing.Optional, "list": list, "dict": dict, "int": int, "float": float,
@@ -179,30 +179,11 @@ def test_exported_design_uses_only_notebook_03_parameters_with_their_types(tmp_p
     path = search.export_design(tmp_path / "best_config.yaml", {**design, "params": 1}, "trial 3\nval acc 0.5")
     exported = yaml.safe_load(open(path))
     assert exported == design
-    declared = {p["name"]: p for p in papermill.inspect_notebook(str(NOTEBOOK_03)).values()}
+    declared = {p["name"]: p for p in papermill.inspect_notebook(str(NB03)).values()}
     for name, value in exported.items():
         assert name in declared, f"notebook 03 has no parameter {name!r}"
         assert config._type_ok(value, _annotation(declared[name]["inferred_type_name"])), (name, value)
 
-
-@pytest.mark.notebook
-def test_notebook_03_runs_with_an_exported_design(demo_root, tmp_path):
-    """`papermill 03 -f smoke.yaml -f best_config.yaml` trains exactly the exported design."""
-    design = {"channels": [8, 16], "blocks": [1, 1], "conv_kernels": [3, 3], "skip_kernels": [3, 1],
-              "pool_kernel": 4, "dropout": 0.0}
-    config = search.export_design(tmp_path / "best_config.yaml", design)
-    out_dir = tmp_path / "run03"
-    result = subprocess.run([sys.executable, "-m", "papermill", "--log-level", "WARNING", str(NOTEBOOK_03),
-                             str(tmp_path / "03.ipynb"), "-f", str(ROOT / "configs/03_cifar10_resnet/smoke.yaml"),
-                             "-f", str(config), "-p", "out_dir", str(out_dir)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    saved = results.read(out_dir)
-    assert {k: saved.cfg[k] for k in design} == design
-    assert saved.models["cifar_resnet"].parameters == search.parameter_count(design)
-
-
-# ---------------------------------------------------------------- Ray Tune
 
 def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what a missing package looks like to `import`
@@ -230,3 +211,15 @@ def test_ray_backend_runs_the_same_trials_on_cpu(tiny_tensors, tmp_path, monkeyp
     keep = ("trial", *search.DESIGN_KEYS, "params", "epochs", "key")
     assert [{k: r[k] for k in keep} for r in rows] == [{k: r[k] for k in keep} for r in local]
     assert all(0 <= r["val_acc"] <= 1 and r["seconds"] > 0 for r in rows)
+
+
+def test_a_second_search_into_the_same_trial_log_stops_naming_the_first(tmp_path):
+    log = tmp_path / "trials.csv"
+    holder = hold_lock(files.lock_path_for(log), tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match=rf"trial log .*trials.csv is in use.*pid {holder.pid}"):
+            search.run_search([], {}, None, str(log))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert search.run_search([], {}, None, str(log)) == []

@@ -1,12 +1,10 @@
-"""lib.session (a run's set-up, scoring a checkpoint) and lib.recipes' tables and verdict, without a notebook."""
+"""lib.session: a run's set-up, scoring a checkpoint and picking misclassified samples, without a notebook."""
 import os
 
-import pandas as pd
 import pytest
 import torch
 
-from lib import recipes, session, train
-from lib.train import RESUME_FREE_KEYS
+from lib import session, train
 
 
 def _cfg(tmp_path, **extra):
@@ -38,7 +36,8 @@ def test_score_checkpoint_loads_the_saved_weights_and_says_their_epoch(tmp_path)
     torch.manual_seed(0)
     model, other = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
     x, y = torch.randn(10, 4), torch.arange(10) % 3
-    train.save_checkpoint(tmp_path / "best.pt", epoch=4, model=model, optimizer=torch.optim.SGD(model.parameters(), 0.1),
+    train.save_checkpoint(tmp_path / "best.pt", epoch=4, model=model,
+                          optimizer=torch.optim.SGD(model.parameters(), 0.1),
                           scheduler=None, best_metric=0.0, history={}, cfg={})
     scored = session.score_checkpoint(other, tmp_path / "best.pt", [(x, y)], "cpu")
     assert torch.equal(other.weight, model.weight) and scored["epoch"] == 5 and scored["count"] == 10
@@ -57,31 +56,3 @@ def test_misclassified_sample_picks_wrong_items_in_loader_order():
     assert len(wrong) == 3 and wrong == sorted(wrong) and all(i % 2 == 1 for i in wrong)
     assert [float(p) for p in picked] == [float(i) for i in wrong]
     assert session.misclassified_sample({**scored, "predictions": scored["targets"]}, loader, 3, 0) == ([], [])
-
-
-def test_renamed_speed_switches_may_change_on_resume():
-    assert {"compile_model", "model_names", "compile", "models"} <= RESUME_FREE_KEYS
-    train._check_resume_cfg({"compile_model": True, "lr": 1}, {"compile_model": False, "lr": 1}, "last.pt")
-
-
-def _comparison(two, base):
-    names = ["two_layer", "resnet34"]
-    histories = {n: {"val_acc": [acc], "seconds": [1.0], "images_per_s": [10.0]} for n, acc in zip(names, (two, base))}
-    architecture = pd.DataFrame({"parameters": [10, 100], "effective layers": [2, 35]}, index=names)
-    return recipes.comparison_table(names, histories, architecture)
-
-
-def test_two_layer_verdict_reads_the_ratio_and_says_when_the_setting_differs(tmp_path):
-    cfg = {"model_names": ["two_layer", "resnet34"], "epochs": 20, "image_size": 224, "max_steps_per_epoch": None}
-    run = session.Session(cfg=cfg, device=torch.device("cpu"), amp="fp32", channels_last=False, compile=False,
-                          out_dir=str(tmp_path), data_kind="real")
-    comparison = _comparison(0.54, 0.6)
-    assert comparison.loc["two_layer", "relative size (%)"] == 10.0
-    text, performance, size, met = recipes.two_layer_verdict(comparison, run, (0.5756, 0.6022))
-    assert performance == pytest.approx(0.9) and size == pytest.approx(0.1) and met
-    assert "goal is **met**" in text and "not the study's setting" not in text and "95.6% of the baseline" in text
-    run.data_kind = "demo"
-    text, *_, met = recipes.two_layer_verdict(_comparison(0.1, 0.5), run, (0.5756, 0.6022))
-    assert not met and "not the study's setting" in text
-    text, performance, *_ = recipes.two_layer_verdict(_comparison(0.1, 0.0), run, (0.5756, 0.6022))
-    assert text.startswith("No verdict: ResNet34 never") and performance is None
