@@ -8,12 +8,13 @@ RUNS := runs/$(PROFILE)
 STUDIES := $(filter-out %05_results_report.ipynb,$(sort $(wildcard notebooks/0*.ipynb)))
 PYTEST_ARGS ?=
 
-.PHONY: help setup data demo-data run report reproduce check-results test lab bench clean
+.PHONY: help setup data demo-data run report reproduce check-results test test-fast lab bench clean
 
 help:
 	@echo "make data    download CIFAR-10 and ResNet50's ImageNet weights; say where the other data sets go"
 	@echo "make run     set up .venv, write demo data, run every notebook on the '$(PROFILE)' profile into $(RUNS)/"
-	@echo "make test    set up, then the whole test suite (unit tests + every notebook on smoke parameters)"
+	@echo "make test    set up, lint (ruff), then the whole test suite (unit tests + every notebook on smoke parameters)"
+	@echo "make test-fast   the unit tests only (no notebook runs, no subprocess training): about a minute"
 	@echo "make lab     JupyterLab on the same environment"
 	@echo "make report  build $(RUNS)/report.html from the runs"
 	@echo "make bench   speed benchmarks (ratios against the naive pipelines)"
@@ -63,7 +64,12 @@ check-results: setup
 	$(PY) -m lib.compare results/$(PROFILE) $(RUNS)
 
 test: demo-data
+	$(PY) -m ruff check lib bench tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# tests marked slow execute a notebook or spawn training subprocesses; the rest are unit tests
+test-fast: demo-data
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # the repository root is the file browser's root (configs/ and runs/ in view); notebook 03 opens first
 LAB_ARGS ?=
