@@ -30,7 +30,7 @@ from .common import (
     sync,
 )
 
-# what notebooks 01 and 02 feed their models (02's batch size and crop scale are the seed's)
+# what notebooks 01 and 02 feed their models (02's batch size and crop scale are its write-up's)
 FOLDER_NOTEBOOKS = {
     "01 ImageNet-mini": dict(image_size=224, batch_size=64, crop_scale=(0.08, 1.0)),
     "02 100-class": dict(image_size=224, batch_size=16, crop_scale=(0.8, 1.0)),

@@ -172,7 +172,7 @@ def to_rgb(image):
 
 
 def imagenet_train_transform(image_size, scale=(0.08, 1.0), jitter=0.2, affine_degrees=10):
-    """The seeds' augmentation: random resized crop, flip, colour jitter, small affine, ImageNet normalisation."""
+    """The write-ups' augmentation: random resized crop, flip, colour jitter, small affine, ImageNet normalisation."""
     return transforms.Compose([
         transforms.RandomResizedCrop(image_size, scale=scale),
         transforms.RandomHorizontalFlip(),
