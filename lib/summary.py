@@ -1,9 +1,12 @@
-"""`python -m lib.summary runs/demo`: one line per notebook run with its headline figures (lib.results' schema)."""
+"""`python -m lib.summary runs/demo`: one line per notebook run with its headline figures (lib.results' schema).
+
+`python -m lib.summary --compare results/cpu runs/cpu` checks a rerun against reference results instead (lib.compare).
+"""
 import glob
 import os
 import sys
 
-from lib import results, tables
+from lib import compare, results, tables
 
 
 def summary_line(path):
@@ -27,10 +30,13 @@ def summarize(runs_dir):
 
 
 def main(argv=None):
-    """Print the summary for the folder given on the command line (default runs/demo)."""
+    """Print the summary for the folder given (default runs/demo), or `--compare REFERENCE RERUN`'s verdict."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--compare"]:
+        return compare.main(argv[1:])
     print("\n".join(summarize(argv[0] if argv else "runs/demo")))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

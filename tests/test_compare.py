@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from lib import compare, results
+from lib import compare, results, summary
 from lib.utils import repo_path
 
 REFERENCE = {"03_cifar10_resnet": {"test_acc": 0.80, "best_val_acc": 0.81},
@@ -105,3 +105,12 @@ def test_committed_reference_passes_against_itself_and_fails_doctored(tmp_path, 
     metrics["headline"]["test_acc"] -= 0.10
     path.write_text(json.dumps(metrics))
     assert compare.main([reference, str(copy)]) == 1
+
+
+def test_summary_compare_is_the_same_check(tmp_path, capsys):
+    ref = write_results(tmp_path / "ref", REFERENCE, TOLERANCES)
+    worse = doctored(REFERENCE, "04_cifar10_random_search", "retrain_test_acc", -0.05)
+    rerun = write_results(tmp_path / "rerun", worse)
+    assert summary.main(["--compare", ref, rerun]) == 1
+    assert "retrain_test_acc" in capsys.readouterr().out
+    assert summary.main(["--compare", ref, ref]) == 0
