@@ -125,3 +125,15 @@ def hold_lock(path, tmp_path):
         assert proc.poll() is None and time.time() < deadline, "the lock holder did not start"
         time.sleep(0.05)
     return proc
+
+
+def papermill_error(stem, out, parameters):
+    """Run a notebook with its smoke parameters plus `parameters`; return the PapermillExecutionError (or None)."""
+    params = yaml.safe_load((ROOT / "configs" / stem / "smoke.yaml").read_text())
+    params.update(out_dir=str(out / "run"), **parameters)
+    try:
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(out / "out.ipynb"), parameters=params,
+                                   log_output=False, progress_bar=False, cwd=str(out))
+    except papermill.PapermillExecutionError as err:
+        return err
+    return None

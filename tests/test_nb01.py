@@ -8,7 +8,7 @@ import papermill
 import pytest
 import yaml
 
-from conftest import ROOT, add_clutter, run_on_smoke_parameters
+from conftest import ROOT, add_clutter, papermill_error, run_on_smoke_parameters
 from lib import results
 
 matplotlib.use("Agg")
@@ -47,18 +47,6 @@ def test_unknown_model_name_is_a_clear_error(demo_root, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def _papermill(stem, out, parameters):
-    """Run a notebook with its smoke parameters plus `parameters`; return the PapermillExecutionError (or None)."""
-    params = yaml.safe_load((ROOT / "configs" / stem / "smoke.yaml").read_text())
-    params.update(out_dir=str(out / "run"), **parameters)
-    try:
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(out / "out.ipynb"), parameters=params,
-                                   log_output=False, progress_bar=False, cwd=str(out))
-    except papermill.PapermillExecutionError as err:
-        return err
-    return None
-
-
 @pytest.mark.notebook
 def test_notebook_01_counts_what_its_loaders_feed(demo_root, tmp_path):
     """A link to `..` and clutter in a class folder: notebook 01 trains on, and prints, the real images only."""
@@ -69,7 +57,7 @@ def test_notebook_01_counts_what_its_loaders_feed(demo_root, tmp_path):
     add_clutter(first)
     real = {s: sum(1 for _ in (root / s).glob("*/*.JPEG")) for s in ("train", "val")}
     try:
-        err = _papermill("01_two_layer_imagenet_mini", tmp_path,
+        err = papermill_error("01_two_layer_imagenet_mini", tmp_path,
                          {"data_dir": str(root), "model_names": ["single_layer"]})
     finally:  # this copy's caches would otherwise pile up under data/cache, one set per test run
         for split in ("train", "val"):

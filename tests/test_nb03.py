@@ -10,24 +10,11 @@ import sys
 import numpy as np
 import papermill
 import pytest
-import yaml
 
-from conftest import ROOT, cifar_copy, hold_lock, relabel, run_on_smoke_parameters
+from conftest import ROOT, cifar_copy, hold_lock, papermill_error, relabel, run_on_smoke_parameters
 from lib import cifar, files, results, search, studies
 
 pytestmark = pytest.mark.slow  # every test here executes the notebook
-
-
-def _papermill(stem, out, parameters):
-    """Run a notebook with its smoke parameters plus `parameters`; return the PapermillExecutionError (or None)."""
-    params = yaml.safe_load((ROOT / "configs" / stem / "smoke.yaml").read_text())
-    params.update(out_dir=str(out / "run"), **parameters)
-    try:
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(out / "out.ipynb"), parameters=params,
-                                   log_output=False, progress_bar=False, cwd=str(out))
-    except papermill.PapermillExecutionError as err:
-        return err
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +37,7 @@ def refused_runs(demo_root, tmp_path_factory):
         mp.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         mp.chdir(ROOT)  # the smoke configs' data paths are relative to the repository
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            futures = {name: pool.submit(_papermill, stem, outs[name], p) for name, (stem, p) in cases.items()}
+            futures = {name: pool.submit(papermill_error, stem, outs[name], p) for name, (stem, p) in cases.items()}
             return {name: (f.result(), outs[name]) for name, f in futures.items()}
 
 
