@@ -7,7 +7,8 @@ metric). Tolerances live beside the reference, in `<reference>/tolerances.yaml`:
     03_cifar10_resnet:
       test_acc: 0.02   # how far a rerun may land; how it was measured goes in a comment
 
-A metric without a tolerance must match exactly (counts such as the number of designs searched).
+A metric without a tolerance must match exactly (counts such as the number of designs searched). `--studies 03`
+checks only the studies named (by folder name or number), for a rerun of one notebook.
 """
 import argparse
 import glob
@@ -65,6 +66,18 @@ def read_tolerances(path):
     return tolerances
 
 
+def select(reference, studies):
+    """The reference's studies named in `studies` (folder names or their number, "03"); all when none is named."""
+    if not studies:
+        return reference
+    chosen = {s: m for s, m in reference.items() if s in studies or s.split("_")[0] in studies}
+    unknown = [s for s in studies if not any(c == s or c.split("_")[0] == s for c in chosen)]
+    if unknown:
+        raise SystemExit(f"--studies {' '.join(unknown)}: not in the reference; "
+                         f"it holds {', '.join(sorted(reference))}")
+    return chosen
+
+
 def compare(reference, rerun, tolerances):
     """Rows for every (study, metric) of the reference, matched against the rerun."""
     rows = []
@@ -100,10 +113,12 @@ def main(argv=None):
     parser.add_argument("reference", help="e.g. results/cpu (holds tolerances.yaml)")
     parser.add_argument("rerun", help="e.g. runs/cpu")
     parser.add_argument("--tolerances", help="default: <reference>/tolerances.yaml")
+    parser.add_argument("--studies", nargs="*", default=[], help="only these studies, e.g. 03 (default: all)")
     args = parser.parse_args(argv)
     reference = read_headlines(args.reference)
     if not reference:
         raise SystemExit(f"{args.reference}: no <study>/metrics.json to compare against")
+    reference = select(reference, args.studies)
     tolerances = read_tolerances(args.tolerances or os.path.join(args.reference, "tolerances.yaml"))
     rows = compare(reference, read_headlines(args.rerun), tolerances)
     print(format_rows(rows))

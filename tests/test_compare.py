@@ -75,6 +75,18 @@ def test_missing_study_or_metric_fails(tmp_path, capsys):
     assert out.count("missing") == 3  # best_val_acc, and both metrics of the absent study
 
 
+def test_studies_limits_the_check_to_the_notebooks_rerun(tmp_path, capsys):
+    ref = write_results(tmp_path / "ref", REFERENCE, TOLERANCES)
+    rerun = write_results(tmp_path / "rerun", {"03_cifar10_resnet": REFERENCE["03_cifar10_resnet"]})
+    assert compare.main([ref, rerun]) == 1  # 04 was not rerun
+    assert compare.main([ref, rerun, "--studies", "03"]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("2 of 2 metrics reproduce within tolerance")
+    assert compare.main([ref, rerun, "--studies", "03_cifar10_resnet", "04"]) == 1
+    with pytest.raises(SystemExit, match="--studies 02: not in the reference; it holds 03_cifar10_resnet"):
+        compare.main([ref, rerun, "--studies", "02"])
+
+
 def test_reference_without_results_says_so(tmp_path):
     with pytest.raises(SystemExit, match="no <study>/metrics.json"):
         compare.main([str(tmp_path), str(tmp_path)])

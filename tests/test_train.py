@@ -423,3 +423,13 @@ def test_a_finished_model_keeps_best_weights_only_and_is_not_trained_again(tmp_p
 def test_renamed_speed_switches_may_change_on_resume():
     assert {"compile_model", "model_names", "compile", "models"} <= RESUME_FREE_KEYS
     train._check_resume_cfg({"compile_model": True, "lr": 1}, {"compile_model": False, "lr": 1}, "last.pt")
+
+
+def test_tqdm_disable_silences_the_bars_a_caller_turned_on(monkeypatch, capsys):
+    from lib import progress
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert list(progress.tqdm(range(3), disable=False, desc="quiet")) == [0, 1, 2]
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    list(progress.tqdm(range(3), disable=False, desc="loud"))
+    err = capsys.readouterr().err
+    assert "loud" in err and "quiet" not in err
