@@ -88,22 +88,23 @@ def compare(reference, rerun, tolerances):
     return rows
 
 
-def _number(value):
-    """A metric as printed: fractions in [0, 1] as percentages, counts as integers."""
+def _number(value, metric):
+    """A metric as printed: accuracies and ratios ("_acc", "pct") as percentages, counts as integers."""
     if value is None:
         return "missing"
-    if float(value).is_integer() and abs(value) > 1:
-        return f"{value:,.0f}"
-    return f"{value:.2%}" if -1 <= value <= 1 else f"{value:,.3f}"
+    if metric.endswith("_acc") or "pct" in metric:
+        return f"{value:.2%}"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.3f}"
 
 
 def format_rows(rows):
     """A fixed-width table of the rows and their verdicts."""
     lines = [f"{'study':<30} {'metric':<28} {'reference':>10} {'rerun':>10} {'difference':>11} {'tolerance':>10}"]
     for r in rows:
-        diff = "" if r.difference is None else _number(r.difference)
-        lines.append(f"{r.study:<30} {r.metric:<28} {_number(r.reference):>10} {_number(r.rerun):>10} "
-                     f"{diff:>11} {_number(r.tolerance):>10}  {'ok' if r.ok else 'DIFFERS'}")
+        diff = "" if r.difference is None else _number(r.difference, r.metric)
+        lines.append(f"{r.study:<30} {r.metric:<28} {_number(r.reference, r.metric):>10} "
+                     f"{_number(r.rerun, r.metric):>10} {diff:>11} {_number(r.tolerance, r.metric):>10}  "
+                     f"{'ok' if r.ok else 'DIFFERS'}")
     return "\n".join(lines)
 
 
