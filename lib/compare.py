@@ -70,12 +70,13 @@ def select(reference, studies):
     """The reference's studies named in `studies` (folder names or their number, "03"); all when none is named."""
     if not studies:
         return reference
-    chosen = {s: m for s, m in reference.items() if s in studies or s.split("_")[0] in studies}
-    unknown = [s for s in studies if not any(c == s or c.split("_")[0] == s for c in chosen)]
+    by_number = {s.split("_")[0]: s for s in reference}
+    wanted = {by_number.get(name, name) for name in studies}
+    unknown = sorted(wanted - set(reference))
     if unknown:
         raise SystemExit(f"--studies {' '.join(unknown)}: not in the reference; "
                          f"it holds {', '.join(sorted(reference))}")
-    return chosen
+    return {s: reference[s] for s in wanted}
 
 
 def compare(reference, rerun, tolerances):
