@@ -113,10 +113,10 @@ def _rng_state():
 
 
 def _set_rng_state(state):
-    """Restore what `_rng_state` saved."""
-    torch.set_rng_state(state["cpu"])
+    """Restore what `_rng_state` saved; torch takes RNG states only as CPU byte tensors, wherever they were loaded."""
+    torch.set_rng_state(state["cpu"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save_checkpoint(path, *, epoch, model, optimizer, scheduler, best_metric, history, cfg, scaler=None,
@@ -204,7 +204,9 @@ def restore(checkpoint_dir, *, model, optimizer, scheduler, scaler, cfg, device,
     if not os.path.isfile(last_path):
         print(f"[{name}] resume=True but there is no {last_path}: starting at epoch 1")
         return {k: [] for k in HISTORY_KEYS}, -math.inf, 0
-    ckpt = load_checkpoint(last_path, map_location=device)
+    # loaded on the CPU: the RNG states must stay there, and load_state_dict moves the weights and the optimizer
+    # state to wherever the model's parameters live
+    ckpt = load_checkpoint(last_path, map_location="cpu")
     _check_resume_cfg(ckpt.get("cfg"), cfg, last_path)
     load_model_state(model, ckpt["model"], last_path)
     optimizer.load_state_dict(ckpt["optimizer"])

@@ -433,3 +433,20 @@ def test_tqdm_disable_silences_the_bars_a_caller_turned_on(monkeypatch, capsys):
     list(progress.tqdm(range(3), disable=False, desc="loud"))
     err = capsys.readouterr().err
     assert "loud" in err and "quiet" not in err
+
+
+def test_resume_onto_another_device_keeps_the_rng_state_on_the_cpu(tmp_path):
+    """On CUDA, last.pt loaded with map_location=device put the RNG state on the GPU and set_rng_state raised
+    TypeError; "meta" is the non-CPU device a CPU-only machine has, and reproduces it."""
+    model, optimizer, scheduler, train_loader, val_loader = _tiny_setup()
+    train.fit(model, train_loader, val_loader, epochs=1, optimizer=optimizer, scheduler=scheduler,
+              checkpoint_dir=tmp_path, progress=False)
+    model, optimizer, scheduler, _, _ = _tiny_setup()
+    model.to("meta")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    history, best, start = train.restore(tmp_path, model=model, optimizer=optimizer, scheduler=None,
+                                         scaler=torch.amp.GradScaler("cpu", enabled=False), cfg=None,
+                                         device=torch.device("meta"), name="meta")
+    assert start == 1 and len(history["epoch"]) == 1
+    # the optimizer state follows the parameters onto the device
+    assert next(iter(optimizer.state.values()))["momentum_buffer"].device.type == "meta"
