@@ -119,11 +119,13 @@ def scratch(buffers, name, shape, dtype=torch.float32, device="cpu"):
 def normalize(images, mean, std, out=None, max_value=255):
     """N x C x H x W (any layout) with values 0..max_value to normalised float32 (x / max_value - mean) / std.
 
-    `out` may be `images` itself (float) for an in-place update.
+    `out` may be `images` itself (float) for an in-place update. mean and std may be tensors already on the images'
+    device (a loader keeps them there): built from Python numbers, they would cost a host-to-device copy per call.
     """
     device = images.device
-    scale = (1 / (max_value * torch.tensor(std, device=device, dtype=torch.float32))).view(1, -1, 1, 1)
-    shift = (-torch.tensor(mean, device=device, dtype=torch.float32) * max_value * scale.view(-1)).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, device=device, dtype=torch.float32)
+    scale = (1 / (max_value * std)).view(1, -1, 1, 1)
+    shift = (-torch.as_tensor(mean, device=device, dtype=torch.float32) * max_value * scale.view(-1)).view(1, -1, 1, 1)
     if out is None:
         out = torch.empty(images.shape, device=device, dtype=torch.float32)
     if out is not images:
@@ -131,24 +133,34 @@ def normalize(images, mean, std, out=None, max_value=255):
     return out.mul_(scale).add_(shift)
 
 
-def random_crop_flip(images, padding, generator, flip=True):
-    """Random crop with zero padding plus (optionally) random horizontal flip, per image, on a whole batch.
+def draw_crop_flip(n, padding, generator, flip=True):
+    """The random choices of `crop_flip` for n images, drawn on the CPU: (row offsets, column offsets, flips)."""
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < (0.5 if flip else 0.0)
+    return dy, dx, flips
+
+
+def crop_flip(images, padding, dy, dx, flips):
+    """Crop with zero padding at offsets (dy, dx) and mirror the images where `flips` is set, on the images' device.
 
     One gather from the padded batch: each output pixel reads (row + dy, col + dx) of its padded image, with the
-    columns reversed for flipped images.
+    columns reversed for flipped images. The offsets must already be on that device (no copy per batch).
     """
     n, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding,) * 4)
     device = images.device
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(device)
-    flip = (torch.rand(n, generator=generator) < (0.5 if flip else 0.0)).to(device)
     cols = torch.arange(w, device=device).expand(n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
+    cols = torch.where(flips[:, None], cols.flip(1), cols) + dx[:, None]
     rows = dy[:, None] + torch.arange(h, device=device)
     index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
     return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
 
+
+def random_crop_flip(images, padding, generator, flip=True):
+    """Random crop with zero padding plus (optionally) random horizontal flip, per image, on a whole batch."""
+    choices = draw_crop_flip(len(images), padding, generator, flip)
+    return crop_flip(images, padding, *(t.to(images.device) for t in choices))
 
 
 def affine_source_index(flip, angle, tx, ty, height, width, buffers=None):

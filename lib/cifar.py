@@ -152,7 +152,9 @@ class TensorBatchLoader:
     """Iterate (images, labels) batches from uint8 tensors kept on the training device, augmenting per batch.
 
     The airbench approach: no per-sample PIL work and no worker processes. Shuffling and augmentation draw from a
-    generator seeded by (seed, epoch), so an epoch is the same whether or not training was resumed before it.
+    generator seeded by (seed, epoch), so an epoch is the same whether or not training was resumed before it. The
+    epoch's random choices are drawn on the CPU when it starts and copied to the device once, without blocking, and
+    mean and std live on the device: a batch makes no host-device copy and never makes the host wait.
     """
 
     def __init__(self, images, labels, batch_size, *, train, device="cpu", seed=0, mean=CIFAR10_MEAN,
@@ -160,7 +162,9 @@ class TensorBatchLoader:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
-        self.mean, self.std, self.crop_padding, self.flip = mean, std, crop_padding, flip
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).to(self.images.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32).to(self.images.device)
+        self.crop_padding, self.flip = crop_padding, flip
         self.drop_last, self.epoch = drop_last, 0
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -172,18 +176,39 @@ class TensorBatchLoader:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self):
+    def epoch_plan(self):
+        """The epoch's order and crop/flip choices, drawn on the CPU batch by batch, then on the device."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if not self.train:
+            return None, None
         n = len(self.images)
-        order = torch.randperm(n, generator=generator).to(self.images.device) if self.train else None
+        order = torch.randperm(n, generator=generator)
+        choices = None
+        if self.crop_padding:
+            sizes = [len(range(n)[i * self.batch_size:(i + 1) * self.batch_size]) for i in range(len(self))]
+            drawn = [augment.draw_crop_flip(size, self.crop_padding, generator, self.flip) for size in sizes]
+            choices = [torch.cat(parts) if parts else torch.empty(0) for parts in zip(*drawn)]
+        device = self.images.device
+        return to_device(order, device), [to_device(t, device) for t in choices] if choices else None
+
+    def __iter__(self):
+        order, choices = self.epoch_plan()
         for i in range(len(self)):
             idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is not None:
-                idx = order[idx]  # index_select copies whole rows; fancy indexing goes element by element
-                x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+                rows = order[idx]  # index_select copies whole rows; fancy indexing goes element by element
+                x, y = self.images.index_select(0, rows), self.labels.index_select(0, rows)
             else:
                 x, y = self.images[idx], self.labels[idx]
-            if self.train and self.crop_padding:
-                x = augment.random_crop_flip(x, self.crop_padding, generator, self.flip)
+            if choices is not None:
+                x = augment.crop_flip(x, self.crop_padding, *(t[idx] for t in choices))
             out = torch.empty(x.shape, device=x.device, memory_format=self.memory_format)
             yield augment.normalize(x, self.mean, self.std, out=out), y
+
+
+def to_device(tensor, device):
+    """A CPU tensor on `device`; to a GPU through pinned memory without blocking, so the host does not wait."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return tensor
+    return (tensor.pin_memory() if device.type == "cuda" else tensor).to(device, non_blocking=True)

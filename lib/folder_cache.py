@@ -191,9 +191,9 @@ class CachedFolderLoader:
     makes them, on torch's threads. Batches are written into a few reused output tensors, each reused only once
     nothing outside the loader refers to it any more (fresh memory costs a page fault per 4 KiB).
     channels_last: batches come in that memory format (the model's), made so by the augmentation itself.
-    device: where the augmentation runs. On CUDA the stored images go through pinned memory with non_blocking
-    copies and the rest happens on the GPU, in the iterating thread. On the CPU with CUDA present, batches are
-    returned in pinned memory so the training loop's non_blocking copy overlaps.
+    device: the training device. Batches are always made on the CPU, by the worker threads, because a GPU fed
+    image by image waits on a dozen small copies per batch; for CUDA (or wherever CUDA is present) they come in
+    pinned memory, so the training loop's non_blocking copy overlaps the previous step and the host never waits.
     """
 
     CHUNK = 16  # images per pass through the pixel stages on the CPU: their intermediates stay in the caches
@@ -210,13 +210,12 @@ class CachedFolderLoader:
         self.crop_scale, self.crop_ratio, self.jitter = tuple(crop_scale), tuple(crop_ratio), jitter
         self.affine_degrees, self.translate, self.mean, self.std = affine_degrees, translate, mean, std
         self.num_workers, self.device, self.drop_last, self.epoch = num_workers, torch.device(device), drop_last, 0
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.pin_memory = (self.device.type == "cuda" or torch.cuda.is_available()) if pin_memory is None \
+            else pin_memory
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._buffers = {}  # scratch tensors of the iterating thread, reused from batch to batch
         self._outputs, self._lock = [], threading.Lock()
         self._threads = None  # the worker threads, started on first use
-        # the CPU reads only each crop's window from the memory map; a GPU gets whole images
-        self.windows_from_map = self.device.type == "cpu"
 
     def set_epoch(self, epoch):
         """Choose the epoch whose shuffle and augmentation the next iteration replays."""
@@ -241,19 +240,17 @@ class CachedFolderLoader:
         return order, params
 
     def _stored(self, rows):
-        """The stored uint8 images of `rows` (N x H x W x C) from the memory map, on the augmentation device."""
-        shape = (len(rows),) + self.cache.images.shape[1:]
-        on_gpu = self.device.type == "cuda"
-        host = torch.empty(shape, dtype=torch.uint8, pin_memory=on_gpu)
+        """The stored uint8 images of `rows` (N x H x W x C) from the memory map."""
+        host = torch.empty((len(rows),) + self.cache.images.shape[1:], dtype=torch.uint8)
         np.take(self.cache.images, rows.numpy(), axis=0, out=host.numpy())
-        return host.to(self.device, non_blocking=True) if on_gpu else host
+        return host
 
     def _output(self, n, pin):
         """A batch tensor N x 3 x size x size: pinned when the training loop will copy it to a GPU; on the CPU a
         reused one that nothing outside the loader refers to any more, else a fresh one (kept for reuse)."""
         shape = (n, 3, self.image_size, self.image_size)
-        if pin or self.device.type != "cpu":
-            return torch.empty(shape, device=self.device, pin_memory=pin, memory_format=self.memory_format)
+        if pin:  # torch's pinned allocator caches blocks and reuses one only once its copy to the GPU has run
+            return torch.empty(shape, pin_memory=True, memory_format=self.memory_format)
         with self._lock:  # hand out views: each one counts as a user of the memory while it lives
             for held in self._outputs:
                 # 2 = the list's tensor + the temporary storage object: no batch handed out still uses it
@@ -276,38 +273,35 @@ class CachedFolderLoader:
         p = {k: v[span] for k, v in params.items()}
         sizes = self.cache.original_sizes[rows]
         boxes = torch.stack(augment.canvas_boxes(p, sizes[:, 0], sizes[:, 1], self.cache.size), 1).tolist()
-        n, size, from_map = len(rows), self.image_size, self.windows_from_map
+        n, size = len(rows), self.image_size
         out = self._output(n, pin)
-        stored = None if from_map else self._stored(rows)
         row_list = rows.tolist()
-        chunk = self.CHUNK if self.device.type == "cpu" else n
-        for start in range(0, n, chunk):
-            part = range(start, min(n, start + chunk))
-            resized = augment.scratch(buffers, "resized", (len(part), size, size, 4), torch.uint8, self.device)
+        for start in range(0, n, self.CHUNK):
+            part = range(start, min(n, start + self.CHUNK))
+            resized = augment.scratch(buffers, "resized", (len(part), size, size, 4), torch.uint8)
             for k in part:
-                y, x, h, w = boxes[k]
-                window = (torch.from_numpy(np.array(self.cache.images[row_list[k], y:y + h, x:x + w])) if from_map
-                          else stored[k, y:y + h, x:x + w])
+                y, x, h, w = boxes[k]  # only the crop's window is read from the memory map
+                window = torch.from_numpy(np.array(self.cache.images[row_list[k], y:y + h, x:x + w]))
                 augment.resize_into(window, resized[k - start])
             augment.finish_train_batch(resized, {key: v[part.start:part.stop] for key, v in p.items()}, self.mean,
                                        self.std, out[part.start:part.stop], buffers)
         labels = self.cache.targets[rows]
-        return out, (labels.pin_memory() if pin else labels.to(self.device))
+        return out, (labels.pin_memory() if pin else labels)
 
     def make_batch(self, order, params, i, buffers=None):
         """Batch `i` of an epoch plan: (normalised float images N x 3 x size x size, int64 labels)."""
-        pin = self.pin_memory and self.device.type == "cpu"
+        pin = self.pin_memory
         if self.train:
             return self.augmented_batch(order, params, i, pin, self._buffers if buffers is None else buffers)
         rows = order[i * self.batch_size:(i + 1) * self.batch_size]
         images = augment.normalize(self._stored(rows).permute(0, 3, 1, 2), self.mean, self.std,
                                    out=self._output(len(rows), pin))
         labels = self.cache.targets[rows]
-        return images, (labels.pin_memory() if pin else labels.to(self.device))
+        return images, (labels.pin_memory() if pin else labels)
 
     def __iter__(self):
         order, params = self.epoch_plan()
-        if self.num_workers > 0 and self.train and self.device.type == "cpu":
+        if self.num_workers > 0 and self.train:
             yield from self._threaded(order, params)
             return
         for i in range(len(self)):
