@@ -174,7 +174,8 @@ class TensorBatchLoader:
 
     def __len__(self):
         n = len(self.images)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        # a split smaller than one batch keeps its one partial batch
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
     def epoch_plan(self):
         """The epoch's order and crop/flip choices, drawn on the CPU batch by batch, then on the device."""

@@ -223,7 +223,8 @@ class CachedFolderLoader:
 
     def __len__(self):
         n = len(self.cache)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        # a split smaller than one batch keeps its one partial batch
+        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
     def epoch_plan(self, epoch=None):
         """An epoch's order of images and, for training, every random augmentation choice (per image)."""
@@ -361,7 +362,8 @@ def _start_single_threaded_workers(count):
 
 def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_scale=(0.08, 1.0), jitter=0.2,
                    affine_degrees=10, pipeline="cached", splits=("train", "val"), cache_dir="data/cache",
-                   cache_size=None, device="cpu", progress=True, skip_bad_images=False, channels_last=False):
+                   cache_size=None, device="cpu", progress=True, skip_bad_images=False, channels_last=False,
+                   drop_last=False):
     """Train and eval loaders for an ImageFolder set (root/train, root/val); returns (loaders dict, classes).
 
     pipeline="cached" (the default, fast): every image is decoded once into a memory-mapped cache under cache_dir
@@ -370,7 +372,8 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
     threads on the CPU. pipeline="naive" is the reference: torchvision ImageFolder with per-sample PIL
     transforms in `num_workers` DataLoader processes. Both draw from the same augmentation distributions.
     skip_bad_images=True leaves out (with a warning giving the count) images that cannot be decoded.
-    channels_last=True gives every batch that memory format (the model's; see lib.precision).
+    channels_last=True gives every batch that memory format (the model's; see lib.precision). drop_last=True
+    leaves out the last partial training batch (for torch.compile: a new batch size means compiling again).
     """
     classes = check_image_folders(root, splits)
     if pipeline not in ("cached", "naive"):
@@ -383,12 +386,13 @@ def folder_loaders(root, *, image_size, batch_size, num_workers=0, seed=0, crop_
                          else imagenet_eval_transform(image_size))
             dataset = image_folder(root, split, transform, skip_bad_images)
             loaders[split] = make_loader(dataset, batch_size, train=is_train, num_workers=num_workers, seed=seed,
-                                         channels_last=channels_last)
+                                         channels_last=channels_last, drop_last=drop_last and is_train)
             continue
         size = (cache_size or default_canvas_size(image_size)) if is_train else image_size
         cache = FolderCache(root, split, kind="canvas" if is_train else "eval", size=size, cache_dir=cache_dir,
                             progress=progress, skip_bad_images=skip_bad_images)
         loaders[split] = CachedFolderLoader(cache, batch_size, train=is_train, image_size=image_size, seed=seed,
                                             crop_scale=crop_scale, jitter=jitter, affine_degrees=affine_degrees,
-                                            num_workers=num_workers, device=device, channels_last=channels_last)
+                                            num_workers=num_workers, device=device, channels_last=channels_last,
+                                            drop_last=drop_last and is_train)
     return loaders, classes

@@ -305,13 +305,15 @@ def collate_channels_last(samples):
     return [images.contiguous(memory_format=torch.channels_last), *rest]
 
 
-def make_loader(dataset, batch_size, *, train, num_workers=0, seed=0, pin_memory=None, channels_last=False):
+def make_loader(dataset, batch_size, *, train, num_workers=0, seed=0, pin_memory=None, channels_last=False,
+                drop_last=False):
     """DataLoader with a seeded shuffle (re-seeded per epoch by `set_epoch`) and pinned memory when CUDA is used."""
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                        pin_memory=pin_memory, generator=generator, drop_last=False, persistent_workers=False,
+                        pin_memory=pin_memory, generator=generator,
+                        drop_last=drop_last and len(dataset) >= batch_size, persistent_workers=False,
                         collate_fn=collate_channels_last if channels_last else None)
     loader.base_seed = seed
     return loader

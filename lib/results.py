@@ -28,7 +28,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from statistics import mean
+from statistics import median
 from typing import Optional
 
 from lib.files import atomic_write_json
@@ -71,10 +71,17 @@ class StudyResults:
 
 
 def from_history(history, parameters, test_acc=None, **extra):
-    """A ModelResult from lib.train.fit's history: best validation accuracy, last training accuracy, mean epoch time."""
+    """A ModelResult from lib.train.fit's history: best validation accuracy, last training accuracy, epoch time.
+
+    seconds_per_epoch is the median epoch, so the first one's compilation and warm-up do not inflate it; extra
+    records the first epoch's seconds and that excess (`warmup_seconds`: torch.compile, cuDNN's autotuning, caches).
+    """
+    seconds = [float(s) for s in history["seconds"]]
+    typical = median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    timing = {"first_epoch_seconds": seconds[0], "warmup_seconds": max(0.0, seconds[0] - typical)}
     return ModelResult(parameters=int(parameters), best_val_acc=float(max(history["val_acc"])),
-                       seconds_per_epoch=float(mean(history["seconds"])), test_acc=test_acc,
-                       final_train_acc=float(history["train_acc"][-1]), history=history, extra=extra)
+                       seconds_per_epoch=float(median(seconds)), test_acc=test_acc,
+                       final_train_acc=float(history["train_acc"][-1]), history=history, extra={**timing, **extra})
 
 
 def write(out_dir, results):

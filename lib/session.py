@@ -53,6 +53,8 @@ def prepare(cfg):
     amp = precision.resolve_amp(cfg["amp"], device)
     channels_last = precision.resolve_channels_last(cfg["channels_last"], device, amp)
     compile_model = utils.auto_flag(cfg["compile_model"], device)
+    if device.type == "cuda":  # fixed input shapes: cuDNN times its algorithms once per shape and keeps the fastest
+        torch.backends.cudnn.benchmark = True
     utils.seed_everything(cfg["seed"])
     return Session(cfg=cfg, device=device, amp=amp, channels_last=channels_last, compile=compile_model,
                    out_dir=cfg["out_dir"], data_kind=utils.data_kind(utils.repo_path(cfg["data_dir"])))

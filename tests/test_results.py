@@ -30,7 +30,7 @@ def test_write_then_read_gives_the_same_results(tmp_path):
     assert back == run and results.read(path) == run
     model = back.models["cifar_resnet"]
     assert (model.best_val_acc, model.seconds_per_epoch, model.final_train_acc) == (0.4, 3.0, 0.4)
-    assert model.extra == {"trial": 3} and back.environment["cpu_threads"] >= 1
+    assert model.extra["trial"] == 3 and back.environment["cpu_threads"] >= 1
     results.check(back)
 
 
@@ -92,3 +92,11 @@ def test_every_study_has_its_headline_documented(study):
     line = next(line for line in results.__doc__.splitlines() if line.strip().startswith(f"{study}:"))
     assert all(key in line for key in HEADLINES[study]), (study, line)
     assert study == "05" or study in studies.STUDIES
+
+
+def test_epoch_time_is_the_median_with_the_first_epochs_excess_apart():
+    """On a GPU the first epoch carries torch.compile (a minute): a mean would report it as the speed."""
+    history = {"val_acc": [0.1, 0.2, 0.3, 0.4], "train_acc": [0.1, 0.2, 0.3, 0.4], "seconds": [61.0, 1.0, 1.2, 0.9]}
+    model = results.from_history(history, 10)
+    assert model.seconds_per_epoch == pytest.approx(1.1)  # median of all four
+    assert model.extra["first_epoch_seconds"] == 61.0 and model.extra["warmup_seconds"] == pytest.approx(60.0)

@@ -450,3 +450,24 @@ def test_resume_onto_another_device_keeps_the_rng_state_on_the_cpu(tmp_path):
     assert start == 1 and len(history["epoch"]) == 1
     # the optimizer state follows the parameters onto the device
     assert next(iter(optimizer.state.values()))["momentum_buffer"].device.type == "meta"
+
+
+def test_dropping_the_last_partial_batch_spares_compile_a_second_shape(monkeypatch):
+    """A training batch of another size makes torch.compile compile the model again (on a GPU, a minute of a
+    short run); with drop_last the uneven split compiles no more graphs than an even one."""
+    from torch._dynamo.utils import counters
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))  # graphs, no codegen
+
+    def graphs(n, drop_last):
+        torch._dynamo.reset()
+        counters.clear()
+        torch.manual_seed(0)
+        images, labels = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (n,))
+        model = models.CifarResNet((8, 16), (1, 1), dropout=0.2)
+        train.fit(model, cifar.TensorBatchLoader(images, labels, 32, train=True, drop_last=drop_last),
+                  cifar.TensorBatchLoader(images[:40], labels[:40], 40, train=False), epochs=2, amp="fp32",
+                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1), compile=True, progress=False)
+        return counters["stats"]["unique_graphs"]
+
+    even = graphs(64, drop_last=False)
+    assert graphs(72, drop_last=True) == even < graphs(72, drop_last=False)
