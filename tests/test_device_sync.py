@@ -13,7 +13,8 @@ from lib import cifar, folder_cache, models, train
 
 def _images(n=120):
     g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return images, torch.randint(0, 10, (n,), generator=g)
 
 
 def _epoch_traffic(loader):
