@@ -58,12 +58,24 @@ def mib(num_bytes):
     """Bytes to MiB (what tools call 'MB' for model files)."""
     return num_bytes / 2**20
 
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment():
     """Versions, device and thread facts recorded beside every result."""
     import torchvision
     info = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
-            "cuda": torch.version.cuda, "gpu": None}
+            "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu_model(),
+            "cpu_threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpu": None}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
