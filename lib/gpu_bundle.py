@@ -245,7 +245,10 @@ def run(bundle_dir, overrides, out_dir):
         print(install_wheels(os.path.join(bundle_dir, "wheels"), target), flush=True)
         print(unpack_data(os.path.join(bundle_dir, "data.tar.gz"), manifest["data_kind"],
                           repo_path(manifest["data_dir"])), flush=True)
-        parameters = {"profile": manifest["profile"], "out_dir": os.path.join(out_dir, stem), **overrides}
+        os.makedirs(out_dir, exist_ok=True)
+        inside = os.path.relpath(os.path.join(out_dir, stem), repo_root())  # recorded paths stay machine-free
+        run_dir = os.path.join(out_dir, stem) if inside.startswith("..") else inside
+        parameters = {"profile": manifest["profile"], "out_dir": run_dir, **overrides}
         if manifest["data_dir"] != profile_data_dir(stem, manifest["profile"]):
             parameters.setdefault("data_dir", manifest["data_dir"])
         os.environ.setdefault("TQDM_DISABLE", "1")  # one line per epoch in the log, no bar refreshes
