@@ -4,7 +4,8 @@
 #   2. a second fresh clone, holding only the bundle beside its tracked files, runs it with PYTHON, an interpreter
 #      that has torch, torchvision and a GPU image's packages but no papermill, ipykernel or nbformat;
 #   3. the run must pass and leave summary.txt, metrics.json and the executed notebook.
-# Usage: tests/gpu_dry_run.sh PYTHON [extra run.sh arguments]; default overrides: -p epochs 1 -p max_steps_per_epoch 3
+# Usage: tests/gpu_dry_run.sh PYTHON [run.sh arguments]; default: -p epochs 1 -p max_steps_per_epoch 3 -p val_size 500
+# (the demo set has 5,000 training images, the full val_size)
 set -euo pipefail
 python_bin=${1:?usage: tests/gpu_dry_run.sh PYTHON}
 shift
@@ -24,7 +25,7 @@ cp -r .gpu-bundle "$work/gpu/"
 cd "$work/gpu"
 test ! -e data/demo/cifar10  # the data must come out of the bundle
 overrides=("$@")
-[ ${#overrides[@]} -gt 0 ] || overrides=(-p epochs 1 -p max_steps_per_epoch 3)
+[ ${#overrides[@]} -gt 0 ] || overrides=(-p epochs 1 -p max_steps_per_epoch 3 -p val_size 500)
 PYTHON="$python_bin" bash .gpu-bundle/run.sh "${overrides[@]}" --out runs/gpu-dry-run
 for f in summary.txt 03_cifar10_resnet.ipynb 03_cifar10_resnet/metrics.json 03_cifar10_resnet/learning_curves.png; do
   test -s "runs/gpu-dry-run/$f" || { echo "missing: runs/gpu-dry-run/$f" >&2; exit 1; }
