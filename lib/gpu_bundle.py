@@ -171,13 +171,23 @@ def install_wheels(wheels_dir, target):
     if pip.returncode == 0:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         "--no-index", "--no-deps", "--target", target, *wheels], check=True)
-    else:  # a wheel is a zip of the installed files; its .data/ parts hold scripts and kernel specs we do not need
-        for wheel in wheels:
-            with zipfile.ZipFile(wheel) as archive:
-                archive.extractall(target, [n for n in archive.namelist() if not n.split("/")[0].endswith(".data")])
+    else:
+        unpack_wheels(wheels, target)
     sys.path.insert(0, target)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [target, repo_root(), os.environ.get("PYTHONPATH")]))
     return f"{len(wheels)} wheels installed into a temporary folder"
+
+
+def unpack_wheels(wheels, target):
+    """Install wheels without pip: a wheel is a zip of the installed files (its .data/ parts hold scripts and kernel
+    specs that running a notebook does not need)."""
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            names = [n for n in archive.namelist() if not n.split("/")[0].endswith(".data")]
+            unsafe = [n for n in names if n.startswith("/") or ".." in n.split("/")]
+            if unsafe:
+                raise SystemExit(f"{wheel}: refusing member {unsafe[0]!r}, which points outside the install folder.")
+            archive.extractall(target, names)
 
 
 def _complete(data_dir, kind):
