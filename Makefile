@@ -8,7 +8,7 @@ RUNS := runs/$(PROFILE)
 STUDIES := $(filter-out %05_results_report.ipynb,$(sort $(wildcard notebooks/0*.ipynb)))
 PYTEST_ARGS ?=
 
-.PHONY: help setup data demo-data run report reproduce check-results test test-fast lab bench clean
+.PHONY: help setup data demo-data run report reproduce check-results test test-fast test-compat gpu-bundle lab bench clean
 
 help:
 	@echo "make data    download CIFAR-10 and ResNet50's ImageNet weights; say where the other data sets go"
@@ -20,6 +20,9 @@ help:
 	@echo "make bench   speed benchmarks (ratios against the naive pipelines)"
 	@echo "make reproduce PROFILE=cpu   every study and the report on real data, copied to results/cpu/"
 	@echo "make check-results PROFILE=cpu   does runs/cpu reproduce results/cpu within tolerance?"
+	@echo "make gpu-bundle NOTEBOOK=03 [DATA=...]   what a GPU machine without papermill needs, in .gpu-bundle/"
+	@echo "make test-compat   the oldest supported torch (2.11 / torchvision 0.26): unit tests, notebook 03's smoke"
+	@echo "                   run, and the GPU bundle's dry run in a torch-only environment (several GB, minutes)"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +79,34 @@ LAB_ARGS ?=
 lab: setup
 	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR) \
 	  --LabApp.default_url=/lab/tree/notebooks/03_cifar10_resnet.ipynb $(LAB_ARGS)
+
+# The GPU path (README, Running on a GPU): the wheels papermill needs for Python 3.12, the data, run.sh; then on the
+# GPU machine, from the repository root: bash .gpu-bundle/run.sh
+NOTEBOOK ?= 03
+DATA ?=
+gpu-bundle: setup
+	$(PY) -m lib.gpu_bundle make $(NOTEBOOK) $(if $(DATA),--data $(DATA))
+
+# The oldest torch the package accepts, in two environments of its own (git-ignored): .venv-compat holds the project's
+# requirements with torch 2.11.0 / torchvision 0.26.0 for the unit tests and notebook 03's smoke run; .venv-gpu-like
+# holds only what a GPU image has (torch, torchvision, pandas, matplotlib, seaborn, PyYAML, tqdm, Pillow) for the GPU
+# bundle's dry run. pip downloads about 3 GB the first time (torch's CUDA libraries); later runs take minutes.
+COMPAT_PYTHON ?= python3.12
+COMPAT_TORCH := torch==2.11.0 torchvision==0.26.0
+GPU_IMAGE_PACKAGES := pandas matplotlib seaborn pyyaml tqdm pillow
+test-compat: demo-data
+	test -x .venv-compat/bin/python || $(COMPAT_PYTHON) -m venv .venv-compat
+	grep -v -E '^torch(vision)?==' requirements.txt > .venv-compat/requirements-rest.txt
+	.venv-compat/bin/python -m pip install --disable-pip-version-check --progress-bar on -q $(COMPAT_TORCH) \
+	  -r .venv-compat/requirements-rest.txt
+	.venv-compat/bin/python -m pip install --disable-pip-version-check -q --no-deps -e .
+	PATH="$(CURDIR)/.venv-compat/bin:$$PATH" .venv-compat/bin/python -m pytest -p no:cacheprovider -m "not slow" \
+	  $(PYTEST_ARGS)
+	PATH="$(CURDIR)/.venv-compat/bin:$$PATH" .venv-compat/bin/python -m pytest -p no:cacheprovider \
+	  tests/test_nb03.py::test_notebook_runs_on_smoke_parameters $(PYTEST_ARGS)
+	test -x .venv-gpu-like/bin/python || $(COMPAT_PYTHON) -m venv .venv-gpu-like
+	.venv-gpu-like/bin/python -m pip install --disable-pip-version-check -q $(COMPAT_TORCH) $(GPU_IMAGE_PACKAGES)
+	bash tests/gpu_dry_run.sh .venv-gpu-like/bin/python
 
 bench: setup
 	$(PY) -m bench
