@@ -179,8 +179,8 @@ def warn_left_out(test_dir, dataset):
     if left_out:
         shown = "; ".join(f"{name!r}: {reason}" for name, reason in left_out[:5])
         warnings.warn(f"{test_dir}: {len(left_out)} file(s) get no prediction ({shown}"
-                      f"{'; ...' if len(left_out) > 5 else ''}). To include an image, give it one of the listed extensions "
-                      "(or replace an undecodable one).", stacklevel=2)
+                      f"{'; ...' if len(left_out) > 5 else ''}). To include an image, give it one of the listed "
+                      "extensions (or replace an undecodable one).", stacklevel=2)
     return left_out
 
 
