@@ -292,7 +292,8 @@ def write_all(out="data/demo", only=None, force=False, seed=0, **sizes):
 def parse_args(argv=None):
     """Parse the command line of ``python -m lib.demo``."""
     p = argparse.ArgumentParser(prog="python -m lib.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="data/demo", help="root folder of the demo datasets")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "demo"),
+                   help="root folder of the demo datasets (default: data/demo under the repository root)")
     p.add_argument("--only", action="append", choices=DATASETS,
                    help="dataset to write (repeatable; default: all)")
     p.add_argument("--force", action="store_true", help="rewrite even if up to date")

@@ -226,6 +226,35 @@ def predict_test_folder(checkpoint, test_dir, out_path, *, batch_size=64, device
                               num_workers=num_workers, amp=amp, skip_bad_images=skip_bad_images)
 
 
+def read_test_labels(path, names, classes):
+    """{image name: class name} from a test_labels CSV (`image_name,label`), which must cover every test image.
+
+    Read before training, so a file that names other images (it would score 0.0 and pass) stops the run first.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"test_labels {path!r} not found: give the CSV of image_name,label, or '' for none.")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or [c.strip() for c in rows[0][:2]] != ["image_name", "label"]:
+        raise ValueError(f"{path}: the header should start image_name,label, found {rows[0] if rows else 'nothing'}. "
+                         "Fix the file's first line.")
+    truth, repeated = {}, []
+    for row in rows[1:]:
+        if len(row) < 2:
+            raise ValueError(f"{path}: row {row!r} should hold an image name and a label. Fix that row.")
+        repeated += [row[0]] if row[0] in truth else []
+        truth[row[0]] = row[1]
+    missing = [n for n in names if n not in truth]
+    unknown = sorted({label for n, label in truth.items() if n in set(names)} - set(classes))
+    problems = ([f"{len(repeated)} names repeated (first: {repeated[:3]})"] if repeated else []) + (
+        [f"{len(missing)} of the {len(names)} test images have no label (first: {missing[:3]})"] if missing else []) + (
+        [f"{len(unknown)} labels are not classes of the training data (first: {unknown[:3]})"] if unknown else [])
+    if problems:
+        raise ValueError(f"{path}: field 'image_name'/'label' does not match the test folder: " + "; ".join(problems)
+                         + ". Point test_labels at the labels of this test folder, or '' to skip the scoring.")
+    return {n: truth[n] for n in names}
+
+
 def main(argv=None):
     """Command line: python -m lib.predict --checkpoint model.pt --test-dir data/hw1/test --out prediction.csv."""
     parser = argparse.ArgumentParser(prog="python -m lib.predict", description=(
