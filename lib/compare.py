@@ -142,6 +142,9 @@ def main(argv=None):
     if not reference:
         raise SystemExit(f"{args.reference}: no <study>/metrics.json to compare against")
     tolerance_path = args.tolerances or os.path.join(args.reference, "tolerances.yaml")
+    if args.tolerances and not os.path.isfile(args.tolerances):
+        raise SystemExit(f"--tolerances {args.tolerances}: no such file; give the YAML of `study: {{metric: "
+                         "tolerance}}`, or leave it out to use <reference>/tolerances.yaml")
     tolerances = read_tolerances(tolerance_path)
     check_tolerance_names(tolerances, reference, tolerance_path)
     reference = select(reference, args.studies)

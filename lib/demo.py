@@ -125,6 +125,10 @@ def materialize(root, params, force, fill):
     if not force and read_marker(root) == params:
         print(f"{root}: up to date")
         return root
+    if root.exists() and read_marker(root) is None and (not root.is_dir() or any(root.iterdir())):
+        # not a folder lib.demo wrote (no marker): real data, say, under a mistaken --out; replacing it would lose it
+        raise FileExistsError(f"{root} holds files lib.demo did not write (no {MARKER} in it); nothing was written. "
+                              "Choose another --out (the default is data/demo), or move that folder away yourself.")
     tmp = root.with_name(f".{root.name}.partial")
     old = root.with_name(f".{root.name}.old")
     for stale in (tmp, old):

@@ -157,7 +157,8 @@ def start_run(cfg, out_dir, *, resume=False, overwrite=False):
         import shutil
         for name in found:
             target = os.path.join(out_dir, name)
-            shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+            # a link is removed itself, never what it leads to
+            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
         print(f"overwrite=True: removed the previous run's {', '.join(found)} from {out_dir}")
     files.atomic_write_json(os.path.join(out_dir, "cfg.json"), cfg)
     print(format_cfg(cfg))

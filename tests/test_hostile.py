@@ -331,6 +331,20 @@ def probe_15b_file_name_that_is_a_formula(tmp, mp):
                                  "--out", str(tmp / "pred.csv"), "--device", "cpu"])
 
 
+# ---- a round of my own, on classes the issue does not list
+
+def own_demo_out_over_real_data(tmp, mp):
+    from lib import demo
+    (tmp / "cifar10" / "cifar-10-batches-py").mkdir(parents=True)
+    (tmp / "cifar10" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"the real download")
+    return lambda: demo.main(["--out", str(tmp), "--only", "cifar10", "--force"])
+
+
+def own_compare_with_a_missing_tolerance_file(tmp, mp):
+    reference = utils.repo_path("results/cpu")  # read only
+    return lambda: compare.main([reference, reference, "--tolerances", str(tmp / "tolerance.yaml")])
+
+
 CASES = {  # set-up -> what the error must say
     probe_01_predict_out_is_the_model: "is checkpoint.*destroy its own input",
     probe_01b_predict_out_is_another_file: "other.pt exists and is not a prediction file.*nothing was written",
@@ -369,10 +383,12 @@ CASES = {  # set-up -> what the error must say
     probe_13_publish_into_a_link: "is a symbolic link, not a folder",
     probe_15_file_name_with_a_newline: r"cannot hold faithfully \(first: 'b\\n\.png'\)",
     probe_15b_file_name_that_is_a_formula: r"cannot hold faithfully \(first: '=HYPERLINK",
+    own_demo_out_over_real_data: r"cifar10 holds files lib\.demo did not write",
+    own_compare_with_a_missing_tolerance_file: r"--tolerances .*tolerance\.yaml: no such file",
 }
 
 
-@pytest.mark.parametrize("setup", list(CASES), ids=lambda f: f.__name__[len("probe_"):])
+@pytest.mark.parametrize("setup", list(CASES), ids=lambda f: f.__name__.split("_", 1)[1])
 def test_hostile_input_stops_with_a_clear_error_and_changes_nothing(setup, tmp_path, monkeypatch):
     call = setup(tmp_path, monkeypatch)
     before = snapshot(tmp_path)
@@ -384,6 +400,19 @@ def test_hostile_input_stops_with_a_clear_error_and_changes_nothing(setup, tmp_p
 
 
 # ---------------------------------------------------------------- the cases that must succeed, correctly
+
+def test_overwrite_removes_a_linked_checkpoints_folder_as_a_link_only(tmp_path):
+    """overwrite=True deletes the earlier run's markers; one that is a link goes, never what it leads to."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "best.pt").write_bytes(b"weights")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").symlink_to(tmp_path / "elsewhere")
+    before = snapshot(tmp_path / "elsewhere")
+    utils.start_run({"data_dir": str(tmp_path / "data")}, str(tmp_path / "run"), overwrite=True)
+    files.unlock_file(tmp_path / "run" / ".lock")
+    assert_unchanged(before, tmp_path / "elsewhere")
+    assert not os.path.lexists(tmp_path / "run" / "checkpoints")
+
 
 def test_publish_killed_between_its_renames_is_recovered_with_the_hand_written_files(tmp_path):
     """Probe 5: the old results moved aside, the new ones not yet in place; the next publish restores, then keeps
