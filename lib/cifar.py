@@ -88,7 +88,14 @@ def load_cifar_batch(path, num_classes=None):
     if labels is None or len(labels) != len(data):
         raise ValueError(f"{path}: expected one label per image ({len(data)}), got "
                          f"{None if labels is None else len(labels)}. The file is damaged: download it again.")
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        # a float label would be truncated (1.7 -> class 1) without a word
+        shown = labels.ravel()[:3].tolist() if labels.size else []
+        raise ValueError(f"{path}: field 'labels' should be whole class numbers, got {labels.dtype} values (first: "
+                         f"{shown}). The file is damaged or from another data set: download it again, or "
+                         "re-create the demo data with `python -m lib.demo --force`.")
+    labels = labels.astype(np.int64)
     if num_classes is not None:
         # an out-of-range label would crash training mid-epoch (or evaluation after it) without naming the file
         bad = (labels < 0) | (labels >= num_classes)
@@ -104,13 +111,36 @@ def load_cifar10(root):
     """Load the CIFAR-10 python batches under `root` as uint8 tensors: (x_train, y_train, x_test, y_test, classes)."""
     folder = find_cifar_dir(root)
     meta_path = os.path.join(folder, "batches.meta")
-    meta = _str_keys(safe_unpickle(meta_path), meta_path)
-    classes = [c.decode() if isinstance(c, bytes) else c for c in meta["label_names"]]
+    classes = load_class_names(meta_path)
     parts = [load_cifar_batch(os.path.join(folder, name), len(classes)) for name in CIFAR_TRAIN_FILES]
     x_train = torch.cat([p[0] for p in parts])
     y_train = torch.cat([p[1] for p in parts])
     x_test, y_test = load_cifar_batch(os.path.join(folder, "test_batch"), len(classes))
+    unused = sorted(set(range(len(classes))) - set(y_train.unique().tolist()))
+    if unused:  # a name no training label uses would add an output the model never learns
+        raise ValueError(f"{meta_path}: field 'label_names' holds {len(classes)} names but the training batches use "
+                         f"only {len(classes) - len(unused)} classes (no image of {[classes[i] for i in unused][:5]}). "
+                         "batches.meta does not belong to these batches: download the data again, or re-create the "
+                         "demo data with `python -m lib.demo --force`.")
     return x_train, y_train, x_test, y_test, classes
+
+
+def load_class_names(meta_path):
+    """The class names of a CIFAR batches.meta: a list of distinct, non-empty names, checked field by field."""
+    meta = _str_keys(safe_unpickle(meta_path), meta_path)
+    names = meta.get("label_names", meta.get("fine_label_names"))
+    fix = ("The file is damaged or not CIFAR's batches.meta: download the data again, or re-create the demo data "
+           "with `python -m lib.demo --force`.")
+    if names is None:
+        raise ValueError(f"{meta_path}: no field 'label_names' (found: {sorted(map(str, meta))[:5]}). {fix}")
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"{meta_path}: field 'label_names' should be a non-empty list of class names, got "
+                         f"{type(names).__name__} {names!r:.60}. {fix}")
+    classes = [c.decode("latin1") if isinstance(c, bytes) else c for c in names]
+    if not all(isinstance(c, str) and c.strip() for c in classes) or len(set(classes)) != len(classes):
+        raise ValueError(f"{meta_path}: field 'label_names' should hold distinct, non-empty names, got "
+                         f"{classes!r:.80}. {fix}")
+    return classes
 
 
 def load_unlabeled_cifar(path):
@@ -123,6 +153,9 @@ def load_unlabeled_cifar(path):
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3):
         raise ValueError(f"{path}: b'data' should be a uint8 array of shape (N, 32, 32, 3), got "
                          f"{getattr(data, 'dtype', type(data))} {getattr(data, 'shape', '')}.")
+    if len(data) == 0:  # a submission of no rows would be found out only after training
+        raise ValueError(f"{path}: b'data' holds no images (shape {data.shape}). Set test_pickle to the Kaggle "
+                         "cifar_test_nolabels.pkl, or to '' to skip the submission.")
     ids = np.asarray(d.get("ids", np.arange(len(data))))
     if ids.shape != (len(data),):
         raise ValueError(f"{path}: b'ids' should hold one id per image ({len(data)}), got shape {ids.shape}.")

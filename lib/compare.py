@@ -12,6 +12,7 @@ checks only the studies named (by folder name or number), for a rerun of one not
 """
 import argparse
 import glob
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -59,11 +60,31 @@ def read_tolerances(path):
     """{study: {metric: tolerance}} from a YAML file; {} when there is none."""
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as fh:
-        tolerances = yaml.safe_load(fh) or {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tolerances = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise SystemExit(f"{path}: not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
     if not isinstance(tolerances, dict) or not all(isinstance(v, dict) for v in tolerances.values()):
         raise SystemExit(f"{path}: expected `study: {{metric: tolerance}}` mappings")
+    for study, metrics in tolerances.items():
+        for metric, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise SystemExit(f"{path}: field '{study}.{metric}' is {value!r:.40}, it should be a number >= 0 "
+                                 "(how far a rerun may land); fix it in the file")
     return tolerances
+
+
+def check_tolerance_names(tolerances, reference, path):
+    """Fail naming the file and the key if a tolerance names a study or metric the reference does not have."""
+    for study, metrics in tolerances.items():
+        if study not in reference:
+            raise SystemExit(f"{path}: unknown study '{study}'; the reference holds {', '.join(sorted(reference))}. "
+                             "Fix the name in the file.")
+        unknown = sorted(set(metrics) - set(reference[study]))
+        if unknown:
+            raise SystemExit(f"{path}: unknown metric '{study}.{unknown[0]}'; {study} records "
+                             f"{', '.join(sorted(reference[study]))}. Fix the name in the file.")
 
 
 def select(reference, studies):
@@ -120,8 +141,13 @@ def main(argv=None):
     reference = read_headlines(args.reference)
     if not reference:
         raise SystemExit(f"{args.reference}: no <study>/metrics.json to compare against")
+    tolerance_path = args.tolerances or os.path.join(args.reference, "tolerances.yaml")
+    if args.tolerances and not os.path.isfile(args.tolerances):
+        raise SystemExit(f"--tolerances {args.tolerances}: no such file; give the YAML of `study: {{metric: "
+                         "tolerance}}`, or leave it out to use <reference>/tolerances.yaml")
+    tolerances = read_tolerances(tolerance_path)
+    check_tolerance_names(tolerances, reference, tolerance_path)
     reference = select(reference, args.studies)
-    tolerances = read_tolerances(args.tolerances or os.path.join(args.reference, "tolerances.yaml"))
     rows = compare(reference, read_headlines(args.rerun), tolerances)
     print(format_rows(rows))
     failed = [r for r in rows if not r.ok]

@@ -15,7 +15,8 @@ def _type_ok(value, annotation):
     if annotation is type(None):
         return value is None
     if origin in (list, tuple):
-        return isinstance(value, (list, tuple))
+        element = (typing.get_args(annotation) or (typing.Any,))[0]  # list[int]: every element an int
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, element) for v in value)
     if origin is dict:
         return isinstance(value, dict)
     if annotation is float:
@@ -23,6 +24,13 @@ def _type_ok(value, annotation):
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, annotation)
+
+
+def type_name(annotation):
+    """An annotation as the parameters cell writes it: int, list[int], Optional[int]."""
+    if typing.get_args(annotation) or not hasattr(annotation, "__name__"):
+        return str(annotation).replace("typing.", "")
+    return annotation.__name__
 
 
 def injected_unknown_names(namespace, declared):
@@ -105,7 +113,7 @@ def build_cfg(namespace, annotations, ranges=None):
             value = float(value)
             namespace[name] = value
         if not _type_ok(value, annotation):
-            expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            expected = type_name(annotation)
             hint = (" (papermill's -p passes a string: give a list or dict as JSON/YAML text, e.g. -p "
                     f"{name} '[1, 2]', or with -y '{name}: [1, 2]' or in a YAML file with -f)"
                     if isinstance(value, str) and (typing.get_origin(annotation) or annotation) in (list, dict) else "")

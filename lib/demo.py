@@ -125,6 +125,10 @@ def materialize(root, params, force, fill):
     if not force and read_marker(root) == params:
         print(f"{root}: up to date")
         return root
+    if root.exists() and read_marker(root) is None and (not root.is_dir() or any(root.iterdir())):
+        # not a folder lib.demo wrote (no marker): real data, say, under a mistaken --out; replacing it would lose it
+        raise FileExistsError(f"{root} holds files lib.demo did not write (no {MARKER} in it); nothing was written. "
+                              "Choose another --out (the default is data/demo), or move that folder away yourself.")
     tmp = root.with_name(f".{root.name}.partial")
     old = root.with_name(f".{root.name}.old")
     for stale in (tmp, old):
@@ -292,7 +296,8 @@ def write_all(out="data/demo", only=None, force=False, seed=0, **sizes):
 def parse_args(argv=None):
     """Parse the command line of ``python -m lib.demo``."""
     p = argparse.ArgumentParser(prog="python -m lib.demo", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="data/demo", help="root folder of the demo datasets")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "data" / "demo"),
+                   help="root folder of the demo datasets (default: data/demo under the repository root)")
     p.add_argument("--only", action="append", choices=DATASETS,
                    help="dataset to write (repeatable; default: all)")
     p.add_argument("--force", action="store_true", help="rewrite even if up to date")

@@ -123,7 +123,8 @@ def main(argv=None):
     """Fetch the chosen sources; print what is where; exit 1 if a download failed."""
     parser = argparse.ArgumentParser(prog="python -m lib.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="*", help=f"any of {', '.join(SOURCES)} (default: all)")
-    parser.add_argument("--data", default="data/cifar10", help="CIFAR-10 root (default: data/cifar10)")
+    parser.add_argument("--data", default=repo_path("data/cifar10"),
+                        help="CIFAR-10 root (default: data/cifar10 under the repository root)")
     parser.add_argument("--timeout", type=float, default=20, help="seconds before a stalled download fails")
     args = parser.parse_args(argv)
     unknown = set(args.sources) - set(SOURCES)

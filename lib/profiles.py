@@ -71,13 +71,35 @@ def explicit_names(namespace, notebook):
     return set(injected_names(namespace)) | changed
 
 
+def check_profile_values(values, annotations, path):
+    """Fail naming the file and the key if a profile sets a name the notebook does not take, or a mistyped value."""
+    from .config import _parse_container, _type_ok, type_name
+    if not annotations:
+        return
+    unknown = sorted(set(values) - set(annotations))
+    if unknown:
+        raise ValueError(f"{path}: unknown key {unknown[0]!r} (value {values[unknown[0]]!r:.60}); the notebook takes: "
+                         f"{', '.join(a for a in annotations if a != 'profile')}. Fix the spelling in the file.")
+    for name, value in values.items():
+        annotation = annotations[name]
+        parsed = _parse_container(value, annotation)
+        if annotation is float and isinstance(parsed, int) and not isinstance(parsed, bool):
+            continue
+        if not _type_ok(parsed, annotation):
+            raise ValueError(f"{path}: key {name!r} is {value!r:.60}, it should be of type "
+                             f"{type_name(annotation)}. Fix the value in the file.")
+
+
 def apply_profile(namespace, notebook):
     """Put the chosen profile's values into the notebook's namespace, except names papermill injected.
 
-    Returns {name: value} of what the profile set; names it does not know are left for build_cfg to report.
+    Returns {name: value} of what the profile set. A key the parameters cell does not declare, or a value of the
+    wrong type, stops it naming the file.
     """
     profile = namespace.get("profile", FULL)
     values = load_profile(notebook, profile)
+    if values:
+        check_profile_values(values, namespace.get("__annotations__") or {}, profile_path(notebook, profile))
     explicit = explicit_names(namespace, notebook)
     applied = {k: v for k, v in values.items() if k not in explicit}
     namespace.update(applied)

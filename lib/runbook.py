@@ -4,6 +4,9 @@ Each notebook runs with `-p profile <profile> -p out_dir <runs>/<stem>` into `<r
 (the parameters, one line per finished epoch, its results) streams to the terminal, without papermill's per-cell
 bar or the kernel's start-up log. On a second call a study that finished (its metrics.json exists) is skipped and a
 partial one resumed; `--fresh` runs every notebook again with overwrite=True.
+
+It works from any folder: the default runs folder (runs/<profile>) and the study notebooks are found under the
+repository root; a --runs or notebook path you give is taken from your current folder, as any command's argument is.
 """
 import argparse
 import glob
@@ -65,9 +68,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # no widget frontend is attached to a headless kernel: bars would be saved as dead widgets ("model not found")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    runs = args.runs or os.path.join("runs", args.profile)
+    # absolute, so the notebook (which anchors relative paths at the repository root) writes where this checks
+    runs = os.path.abspath(args.runs) if args.runs else repo_path(os.path.join("runs", args.profile))
     os.makedirs(runs, exist_ok=True)
-    for notebook in args.notebooks or studies():
+    for notebook in [os.path.abspath(n) for n in args.notebooks] or studies():
         stem = os.path.splitext(os.path.basename(notebook))[0]
         parameters, skip = plan(notebook, args.profile, runs, args.fresh)
         if skip:

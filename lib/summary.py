@@ -7,6 +7,7 @@ import os
 import sys
 
 from lib import compare, results, tables
+from lib.utils import repo_path
 
 
 def summary_line(path):
@@ -34,7 +35,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--compare"]:
         return compare.main(argv[1:])
-    print("\n".join(summarize(argv[0] if argv else "runs/demo")))
+    print("\n".join(summarize(argv[0] if argv else repo_path("runs/demo"))))
     return 0
 
 

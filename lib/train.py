@@ -10,7 +10,7 @@ import time
 import torch
 from torch import nn
 
-from . import precision
+from . import precision, resume_checks
 from .files import atomic_torch_save, atomic_write_json
 from .folders import set_epoch
 from .precision import autocast
@@ -160,15 +160,25 @@ def load_checkpoint(path, map_location="cpu"):
 RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile_model", "num_workers", "out_dir",
                     "model_names", "max_steps_per_epoch", "progress",
                     "compile", "models",  # the two above under their former names, as older checkpoints hold them
-                    "test_pickle", "test_dir", "test_labels"}  # used only after training: a fix may follow a resume
+                    "test_pickle", "test_dir", "test_labels",  # used only after training: a fix may follow a resume
+                    "profile"}  # how the values were given (a -f file or its profile name): the values are compared
+PATH_KEYS = ("data_dir",)  # compared by the folder they lead to, not by how they are spelt
+
+
+def _resolved(key, value):
+    """A cfg value as it acts: a path by the folder it leads to, so `data/x` and its absolute form are one value."""
+    if key in PATH_KEYS and isinstance(value, str) and value:
+        from .utils import repo_path
+        return os.path.realpath(repo_path(value))
+    return value
 
 
 def _check_resume_cfg(saved, current, path):
     """Refuse to continue a checkpoint under other training settings (the result would mix two runs)."""
     if not isinstance(saved, dict) or not isinstance(current, dict):
         return
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUME_FREE_KEYS and saved.get(k, "<unset>") != current.get(k, "<unset>"))
+    changed = sorted(k for k in set(saved) | set(current) if k not in RESUME_FREE_KEYS
+                     and _resolved(k, saved.get(k, "<unset>")) != _resolved(k, current.get(k, "<unset>")))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k, '<unset>')!r} in the checkpoint, {current.get(k, '<unset>')!r} now"
                             for k in changed)
@@ -177,7 +187,16 @@ def _check_resume_cfg(saved, current, path):
 
 
 def load_model_state(model, state, path="checkpoint"):
-    """load_state_dict that explains an architecture mismatch instead of listing a hundred keys."""
+    """load_state_dict that explains an architecture mismatch instead of listing a hundred keys, and refuses
+    non-finite weights (they would surface later as a NaN loss, blamed on the learning rate)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: field 'model' should map parameter names to tensors, got "
+                         f"{type(state).__name__}. The file is damaged: delete it, or resume=False to start over.")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: field 'model' holds non-finite weights (NaN or inf in {bad!r}). The file is "
+                         "damaged or saved from a diverged run: use an earlier checkpoint (best.pt), or start over "
+                         "with resume=False (another out_dir, or overwrite=True).")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -207,9 +226,11 @@ def restore(checkpoint_dir, *, model, optimizer, scheduler, scaler, cfg, device,
     # loaded on the CPU: the RNG states must stay there, and load_state_dict moves the weights and the optimizer
     # state to wherever the model's parameters live
     ckpt = load_checkpoint(last_path, map_location="cpu")
+    resume_checks.check_resumable(ckpt, last_path, CHECKPOINT_KEYS, HISTORY_KEYS)
     _check_resume_cfg(ckpt.get("cfg"), cfg, last_path)
     load_model_state(model, ckpt["model"], last_path)
     optimizer.load_state_dict(ckpt["optimizer"])
+    resume_checks.check_schedule(scheduler, ckpt["scheduler"], ckpt.get("cfg"), cfg, last_path, RESUME_FREE_KEYS)
     if scheduler is not None and ckpt["scheduler"] is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler"):
@@ -294,6 +315,10 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
     if resume and checkpoint_dir:
         history, best, start_epoch = restore(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
                                              scaler=scaler, cfg=cfg, device=device, name=name)
+        if start_epoch > epochs:  # the run would keep epochs beyond the end a fresh run with these settings has
+            raise ValueError(f"[{name}] {os.path.join(checkpoint_dir, 'last.pt')} already holds {start_epoch} epochs, "
+                             f"more than epochs={epochs}. Resume with epochs >= {start_epoch}, or start over: "
+                             "resume=False with another out_dir, or overwrite=True.")
     # the compiled wrapper shares the model's parameters; checkpoints keep the plain model's state_dict
     step_model = torch.compile(model) if compile else model
     steps = len(train_loader) if max_steps_per_epoch is None else min(len(train_loader), max_steps_per_epoch)
@@ -341,10 +366,10 @@ def train_model(model, train_loader, val_loader, *, epochs, checkpoint_dir=None,
         with open(done, encoding="utf-8") as fh:
             record = json.load(fh)
         _check_resume_cfg(record.get("cfg"), _plain(cfg), done)
-        if record["epochs"] < epochs:
+        if record["epochs"] != epochs:
             raise ValueError(f"[{name}] finished after {record['epochs']} epochs in {checkpoint_dir} and keeps no "
-                             f"optimizer state, so it cannot be extended to epochs={epochs}. Train afresh: another "
-                             "out_dir, or overwrite=True.")
+                             f"optimizer state, so it cannot be changed to epochs={epochs}: resume with "
+                             f"epochs={record['epochs']}, or train afresh: another out_dir, or overwrite=True.")
         best = load_checkpoint(os.path.join(checkpoint_dir, "best.pt"), map_location=device)
         load_model_state(model, best["model"], os.path.join(checkpoint_dir, "best.pt"))
         model.to(device)

@@ -135,6 +135,20 @@ def format_cfg(cfg, width=110):
     return "\n".join(lines + [line])
 
 
+INPUT_KEYS = ("data_dir", "test_dir", "test_pickle", "test_labels", "runs_dir")  # what a run reads, never writes
+
+
+def check_out_dir(cfg, out_dir):
+    """Refuse an out_dir that is empty, or is, holds or lies inside what the run reads (lib.files' rule)."""
+    if not isinstance(out_dir, str) or not out_dir.strip():
+        raise ValueError(f"out_dir={out_dir!r}: give the folder this run writes to (-p out_dir runs/mine); an empty "
+                         "one would mean the repository root. Nothing was written.")
+    inputs = {k: repo_path(cfg[k]) for k in INPUT_KEYS if isinstance(cfg.get(k), str) and cfg[k]}
+    if "runs_dir" in inputs:  # the report writes beside the runs it reads, never over them
+        del inputs["runs_dir"]
+    files.check_not_source(repo_path(out_dir), inputs, "out_dir")
+
+
 def start_run(cfg, out_dir, *, resume=False, overwrite=False):
     """Claim out_dir for this run (lock, no accidental overwrite), write cfg.json, print the parameters.
 
@@ -142,6 +156,7 @@ def start_run(cfg, out_dir, *, resume=False, overwrite=False):
     unless resume=True (continue it) or overwrite=True (its RUN_MARKERS are deleted).
     Returns the absolute out_dir.
     """
+    check_out_dir(cfg, out_dir)
     out_dir = ensure_out_dir(repo_path(out_dir))
     files.lock_file(os.path.join(out_dir, ".lock"), f"out_dir {out_dir}")
     found = existing_run(out_dir)
@@ -154,7 +169,8 @@ def start_run(cfg, out_dir, *, resume=False, overwrite=False):
         import shutil
         for name in found:
             target = os.path.join(out_dir, name)
-            shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+            # a link is removed itself, never what it leads to
+            shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.remove(target)
         print(f"overwrite=True: removed the previous run's {', '.join(found)} from {out_dir}")
     files.atomic_write_json(os.path.join(out_dir, "cfg.json"), cfg)
     print(format_cfg(cfg))

@@ -149,15 +149,20 @@ def test_second_call_skips_and_changed_argument_rewrites(tmp_path, capsys):
 
 
 def test_incomplete_folder_is_rewritten(tmp_path, capsys):
+    """A run that died mid-fill leaves only its hidden .partial folder (the final name appears with its marker): the
+    next run builds the set and removes it. A folder without the marker is not lib.demo's and is never replaced."""
     root = tmp_path / "hw1"
-    demo.write_hw1(root, n_classes=3, n_train=1, n_val=1, n_test=2, size=16)
-    (root / ".complete").unlink()  # as if the run had died before finishing
-    (tmp_path / ".hw1.partial").mkdir()  # and left a temp folder behind
+    (tmp_path / ".hw1.partial").mkdir()  # as if the run had died before finishing
+    (tmp_path / ".hw1.partial" / "half.jpg").write_bytes(b"half")
     capsys.readouterr()
     demo.write_hw1(root, n_classes=3, n_train=1, n_val=1, n_test=2, size=16)
     assert "up to date" not in capsys.readouterr().out
     assert demo.read_marker(root)["n_classes"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hw1"]
+    (root / ".complete").unlink()  # now a folder of someone else's images
+    with pytest.raises(FileExistsError, match="hw1 holds files lib.demo did not write"):
+        demo.write_hw1(root, n_classes=3, n_train=1, n_val=1, n_test=2, size=16)
+    assert (root / "train").is_dir()
 
 
 def test_force_rewrites(tmp_path, capsys):

@@ -45,3 +45,13 @@ def test_unknown_profile_lists_the_choices():
     with pytest.raises(ValueError, match=r"profile='dmeo'.*Choose one of \['full', 'cpu', 'demo', 'smoke'\]"):
         profiles.apply_profile({"profile": "dmeo"}, STEM03)
     assert profiles.apply_profile({"profile": "full"}, STEM03) == {}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_profile_file_passes_the_key_and_type_check(path):
+    """The check apply_profile runs on a profile (known keys, types) accepts every committed profile."""
+    code = next(c for c in json.loads(path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    namespace = {}
+    exec("".join(code["source"]), namespace)  # the committed parameters cell: literals and annotations only
+    for config in sorted((ROOT / "configs" / path.stem).glob("*.yaml")):
+        profiles.check_profile_values(yaml.safe_load(config.read_text()) or {}, namespace["__annotations__"], config)

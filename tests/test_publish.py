@@ -1,5 +1,6 @@
 """lib.publish: the reference results copied without checkpoints."""
 import os
+import shutil
 
 import pytest
 
@@ -23,12 +24,16 @@ def make_run(root):
 
 def test_publish_keeps_results_not_checkpoints_and_keeps_tolerances(tmp_path):
     runs, results = make_run(tmp_path / "runs"), tmp_path / "results"
-    os.makedirs(results / "stale")
-    (results / "tolerances.yaml").write_text(TOLERANCES)
-    files, _ = publish.publish(runs, str(results), keep=("tolerances.yaml",))
+    os.makedirs(tmp_path / "runs" / "stale")
+    (tmp_path / "runs" / "stale" / "old.json").write_text("{}")
+    publish.publish(runs, str(results))  # the first publish: its files, stale/old.json among them, are its own
+    shutil.rmtree(tmp_path / "runs" / "stale")
+    (results / "tolerances.yaml").write_text(TOLERANCES)  # written by hand: publish keeps it
+    files, _ = publish.publish(runs, str(results))
     assert sorted(files) == ["03_cifar10_resnet.ipynb", "03_cifar10_resnet/learning_curves.png",
                              "03_cifar10_resnet/metrics.json"]
-    assert sorted(os.listdir(results)) == ["03_cifar10_resnet", "03_cifar10_resnet.ipynb", "tolerances.yaml"]
+    assert sorted(os.listdir(results)) == [".published.json", "03_cifar10_resnet", "03_cifar10_resnet.ipynb",
+                                           "tolerances.yaml"]
     assert (results / "tolerances.yaml").read_text() == TOLERANCES
 
 
@@ -38,7 +43,7 @@ def test_publish_over_the_limit_leaves_old_results(tmp_path):
     (results / "old.json").write_text("{}")
     with pytest.raises(SystemExit, match="over the 1e-06 MB limit"):
         publish.publish(runs, str(results), limit_mb=1e-6)
-    assert os.listdir(results) == ["old.json"]
+    assert os.listdir(results) == ["old.json"] and sorted(os.listdir(tmp_path)) == ["results", "runs"]
 
 
 def test_publish_refuses_unfinished_studies(tmp_path):

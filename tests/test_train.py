@@ -415,7 +415,7 @@ def test_a_finished_model_keeps_best_weights_only_and_is_not_trained_again(tmp_p
                               cfg=cfg, resume=True, progress=False)
     assert again == json.loads(json.dumps(history)) and "not trained again" in capsys.readouterr().out
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), best["model"].values()))
-    with pytest.raises(ValueError, match="cannot be extended to epochs=3"):
+    with pytest.raises(ValueError, match="cannot be changed to epochs=3"):
         train.train_model(model, loader, loader, epochs=3, optimizer=optimizer, checkpoint_dir=tmp_path,
                           cfg=dict(cfg, epochs=3), resume=True, progress=False)
 
