@@ -67,7 +67,8 @@ def main(argv=None):
           f"(scaling efficiency {efficiency:.0%}) | naive pipeline, 1 worker: {naive_ms:.1f} ms per batch")
     met = projected <= TARGET_MS
     print(f"SUMMARY folder host time per batch ({BATCH} x {IMAGE_SIZE} px): {core_ms:.1f} core-ms, "
-          f"{core_ms / BATCH:.2f} per image; {naive_ms / core_ms:.1f}x less than the naive pipeline's per batch; extrapolated to "
+          f"{core_ms / BATCH:.2f} per image; {naive_ms / core_ms:.1f}x less than the naive pipeline's per batch; "
+          f"extrapolated to "
           f"{GPU_MACHINE_CORES} cores ({workers} workers at {efficiency:.0%} efficiency, measured 1 -> {cores} here): "
           f"{projected:.1f} ms [target <= {TARGET_MS:.0f} ms: {'met' if met else 'NOT met'}] "
           f"(torch {torch.__version__}, {cores} cores here)")
