@@ -42,7 +42,7 @@ def test_profile_fills_in_its_file_and_explicit_values_win():
 
 
 def test_unknown_profile_lists_the_choices():
-    with pytest.raises(ValueError, match=r"profile='dmeo'.*Choose one of \['full', 'cpu', 'demo', 'smoke'\]"):
+    with pytest.raises(ValueError, match=r"profile='dmeo'.*Choose one of \['full', 'cpu', 'demo', 'gpu', 'smoke'\]"):
         profiles.apply_profile({"profile": "dmeo"}, STEM03)
     assert profiles.apply_profile({"profile": "full"}, STEM03) == {}
 
