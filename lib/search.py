@@ -25,11 +25,14 @@ PER_STAGE_KEYS = ("blocks", "conv_kernels", "skip_kernels")
 # the training settings a trial's result depends on; device, amp and compile only change its speed
 TRIAL_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "max_steps_per_epoch",
                   "num_classes", "input_size")
+# stopped_early: Tune's ASHA ended the trial before its last epoch (val_acc and epochs are then its last report's)
 LOG_COLUMNS = ("trial", "stages", "first_channels", *DESIGN_KEYS, "params", "val_acc", "train_loss", "epochs",
-               "seconds", "key")
+               "stopped_early", "seconds", "key")
+# a log written before stopped_early existed reads back with stopped_early False, so its search can be resumed
+OLD_LOG_COLUMNS = tuple(c for c in LOG_COLUMNS if c != "stopped_early")
 JSON_COLUMNS = DESIGN_KEYS  # lists and None survive a CSV round trip as JSON text
-RAY_HINT = ("backend='ray' needs Ray Tune, an optional extra: `pip install -e .[ray]` or "
-            "`pip install -r requirements-ray.txt`; or use backend='local'.")
+BACKENDS = ("local", "ray")
+SCHEDULERS = ("fifo", "asha")  # fifo: every trial trains all its epochs; asha: Tune stops weak trials early (Ray only)
 
 
 # ---------------------------------------------------------------- the space
@@ -150,8 +153,12 @@ def skip_counts(rejected):
 
 # ---------------------------------------------------------------- training one design
 
-def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, progress=False, name="design"):
-    """Build a design and train it with the CIFAR tensor path and SGD + cosine decay; return (model, history)."""
+def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, progress=False, name="design",
+                 on_epoch=None):
+    """Build a design and train it with the CIFAR tensor path and SGD + cosine decay; return (model, history).
+
+    on_epoch(model, history), if given, is called after every epoch.
+    """
     x_train, y_train, x_val, y_val = tensors
     device = utils.resolve_device(settings["device"])
     amp = precision.resolve_amp(settings.get("amp"), device)
@@ -165,20 +172,32 @@ def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, p
     optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
                                 weight_decay=settings["weight_decay"])
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
+    hook = (lambda history: on_epoch(model, history)) if on_epoch else None
     history = train.train_model(model, train_loader, val_loader, epochs=settings["epochs"], optimizer=optimizer,
                                 scheduler=scheduler, device=device, checkpoint_dir=checkpoint_dir, cfg=settings,
                                 resume=resume, max_steps_per_epoch=settings["max_steps_per_epoch"], amp=amp,
-                                channels_last=channels_last, compile=compile, progress=progress, name=name)
+                                channels_last=channels_last, compile=compile, progress=progress, name=name,
+                                on_epoch=hook)
     return model, history
 
 
-def train_trial(design, settings, tensors):
-    """One trial: train the design for settings['epochs']; best validation accuracy, parameters, seconds."""
+def train_trial(design, settings, tensors, on_epoch=None):
+    """One trial: train the design for settings['epochs']; best validation accuracy, parameters, seconds.
+
+    on_epoch(result), if given, gets the same result as it stands after every epoch (Ray Tune reports it, so a
+    scheduler can stop the trial). A trial compiles only with settings['compile'] True: None means off here, because
+    torch.compile takes about a minute on CUDA, longer than a short trial gains.
+    """
     started = time.perf_counter()
-    model, history = train_design(design, settings, tensors)
-    return {"val_acc": max(history["val_acc"]), "params": utils.count_parameters(model),
-            "train_loss": history["train_loss"][-1], "epochs": len(history["epoch"]),
-            "seconds": time.perf_counter() - started}
+
+    def result(model, history):
+        return {"val_acc": max(history["val_acc"]), "params": utils.count_parameters(model),
+                "train_loss": history["train_loss"][-1], "epochs": len(history["epoch"]),
+                "seconds": time.perf_counter() - started}
+
+    hook = (lambda model, history: on_epoch(result(model, history))) if on_epoch else None
+    settings = {**settings, "compile": settings.get("compile") is True}
+    return result(*train_design(design, settings, tensors, on_epoch=hook))
 
 
 def trial_key(design, settings):
@@ -187,17 +206,28 @@ def trial_key(design, settings):
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def run_trial(trial, settings, tensors, trial_fn=train_trial):
-    """Run the trial function on one planned trial and return its log row (both backends call exactly this)."""
+def run_trial(trial, settings, tensors, trial_fn=train_trial, on_epoch=None):
+    """Run the trial function on one planned trial and return its log row (both backends call exactly this).
+
+    With on_epoch the trial function is called with it too, and on_epoch gets the trial's log row after every epoch.
+    """
     design = trial["design"]
-    result = trial_fn(design, settings, tensors)
+    if on_epoch is None:  # the local backend: a trial function may take just (design, settings, tensors)
+        return trial_row(trial, trial_fn(design, settings, tensors), settings)
+    result = trial_fn(design, settings, tensors, on_epoch=lambda r: on_epoch(trial_row(trial, r, settings)))
+    return trial_row(trial, result, settings)
+
+
+def trial_row(trial, result, settings):
+    """The log row of a planned trial from its trial function's result, once the parameter count is checked."""
+    design = trial["design"]
     if result["params"] != trial["params"]:
         raise AssertionError(f"trial {trial['trial']}: the model has {result['params']:,} parameters but the formula "
                              f"gave {trial['params']:,}")
     return {"trial": trial["trial"], "stages": len(design["channels"]), "first_channels": design["channels"][0],
             **{k: design[k] for k in DESIGN_KEYS}, "params": result["params"], "val_acc": result["val_acc"],
-            "train_loss": result["train_loss"], "epochs": result["epochs"], "seconds": result["seconds"],
-            "key": trial_key(design, settings)}
+            "train_loss": result["train_loss"], "epochs": result["epochs"], "stopped_early": False,
+            "seconds": result["seconds"], "key": trial_key(design, settings)}
 
 
 # ---------------------------------------------------------------- the trial log
@@ -218,15 +248,16 @@ def read_trials(path):
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != LOG_COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (LOG_COLUMNS, OLD_LOG_COLUMNS):
             raise ValueError(f"{path} is not a trial log of this version (columns {reader.fieldnames}); "
                              "move it away or use another out_dir.")
         ints, floats = ("trial", "stages", "first_channels", "params", "epochs"), ("val_acc", "train_loss", "seconds")
         rows = []
         for raw in reader:
-            row = {k: json.loads(raw[k]) if k in JSON_COLUMNS else raw[k] for k in LOG_COLUMNS}
+            row = {k: json.loads(raw[k]) if k in JSON_COLUMNS else raw.get(k) for k in LOG_COLUMNS}
             row.update({k: int(raw[k]) for k in ints})
             row.update({k: float(raw[k]) for k in floats})
+            row["stopped_early"] = row["stopped_early"] == "True"
             rows.append(row)
     return rows
 
@@ -248,21 +279,39 @@ def trials_frame(rows):
 
 # ---------------------------------------------------------------- the search
 
+def check_backend(backend, scheduler="fifo"):
+    """Fail with the fix if the backend or the scheduler is unknown, or asha is asked of the local backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: use 'local' (sequential, in this process) or 'ray' (Ray Tune)")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler={scheduler!r}: use 'fifo' (every trial trains all its epochs) or 'asha' (Ray "
+                         "Tune's ASHA stops weak trials early; backend='ray' only)")
+    if scheduler == "asha" and backend != "ray":
+        raise ValueError(f"scheduler='asha' needs backend='ray': ASHA is Ray Tune's, and backend={backend!r} trains "
+                         "every trial to the end. Use backend='ray', or scheduler='fifo'.")
+
+
 def run_search(trials, settings, tensors, log_path, *, backend="local", resume=True, trial_fn=train_trial,
-               cpus_per_trial=1, gpus_per_trial=0, ray_address=None, ray_dir=None, progress=True):
+               cpus_per_trial=1, gpus_per_trial=None, ray_address=None, ray_dir=None, scheduler="fifo",
+               progress=True):
     """Run every planned trial not yet in the log, writing the log after each; return all rows in trial order.
 
     With resume=True the rows already in `log_path` whose design and settings match the plan are kept and their
-    trials skipped; resume=False starts the log afresh. backend='ray' runs the same `run_trial` as Ray Tune trials.
-    A second search writing the same log stops at once (an OS lock beside it), naming the first one's process.
+    trials skipped; resume=False starts the log afresh. backend='ray' runs the same `run_trial` as Ray Tune trials
+    (lib.search_ray: resources per trial, and scheduler='asha' to stop weak trials early); the local backend
+    ignores cpus_per_trial and gpus_per_trial. A second search writing the same log stops at once (an OS lock beside
+    it), naming the first one's process.
     """
+    check_backend(backend, scheduler)
     with files.locked(files.lock_path_for(log_path), f"trial log {log_path}"):
-        return _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, cpus_per_trial,
-                           gpus_per_trial, ray_address, ray_dir, progress)
+        return _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, progress,
+                           dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                                ray_address=ray_address, scheduler=scheduler,
+                                ray_dir=ray_dir or os.path.join(os.path.dirname(os.path.abspath(log_path)),
+                                                                "ray_results")))
 
 
-def _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, cpus_per_trial, gpus_per_trial,
-                ray_address, ray_dir, progress):
+def _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, progress, ray_options):
     """run_search's work, under its lock."""
     done = {}
     if resume:
@@ -289,64 +338,13 @@ def _run_search(trials, settings, tensors, log_path, backend, resume, trial_fn, 
             if progress:
                 print(f"trial {row['trial']:3d}: {row['params']:>10,} params, val acc {row['val_acc']:.4f}, "
                       f"{row['seconds']:.1f} s  {row['channels']} x {row['blocks']}")
-    elif backend == "ray":
-        if pending:
-            _run_ray(pending, settings, tensors, record, trial_fn, cpus_per_trial, gpus_per_trial, ray_address,
-                     ray_dir or os.path.join(os.path.dirname(os.path.abspath(log_path)), "ray_results"))
-    else:
-        raise ValueError(f"backend={backend!r}: use 'local' (sequential, in this process) or 'ray' (Ray Tune)")
+    elif pending:
+        from . import search_ray  # Ray is optional: imported only when asked for
+        search_ray.run_ray(pending, settings, tensors, record, trial_fn, **ray_options)
     missing = [t["trial"] for t in trials if t["trial"] not in done]
     if missing:
         raise RuntimeError(f"trials {missing} produced no result; see the errors above, then rerun with resume=True")
     return [done[t["trial"]] for t in trials]
-
-
-def import_ray():
-    """Import ray and ray.tune, or explain how to install the optional extra."""
-    try:
-        import ray
-        from ray import tune
-    except ImportError as err:
-        raise ImportError(RAY_HINT) from err
-    return ray, tune
-
-
-def _run_ray(pending, settings, tensors, record, trial_fn, cpus_per_trial, gpus_per_trial, ray_address, ray_dir):
-    """Run the pending trials as Ray Tune trials, one Tuner, recording each row as its trial reports."""
-    ray, tune = import_ray()
-    started_here = not ray.is_initialized()
-    if started_here:
-        # a cluster's workers need this package: ship it with the job instead of asking every node to install it
-        import lib
-        runtime_env = {"py_modules": [lib]} if ray_address else None
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-    by_id = {t["trial"]: t for t in pending}
-    cpus = max(1, int(cpus_per_trial))
-
-    def trainable(config, tensors=None):
-        torch.set_num_threads(cpus)
-        tune.report(run_trial(by_id[config["trial"]], settings, tensors, trial_fn))
-
-    class RecordRows(tune.Callback):
-        """Write each finished trial to the log from the driver, as the local backend does."""
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            record({k: result[k] for k in LOG_COLUMNS})
-
-    resources = {"cpu": cpus, "gpu": gpus_per_trial}
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trainable, tensors=tensors), resources),
-            param_space={"trial": tune.grid_search(sorted(by_id))},
-            run_config=tune.RunConfig(name="random_search", storage_path=os.path.abspath(ray_dir),
-                                      callbacks=[RecordRows()], verbose=0))
-        results = tuner.fit()
-        errors = [str(r.error).splitlines()[-1] for r in results if r.error]
-        if errors:
-            raise RuntimeError(f"{len(errors)} Ray trials failed, e.g.: {errors[0]}")
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 # ---------------------------------------------------------------- handing the best design to notebook 03

@@ -298,13 +298,14 @@ def _history_row(epoch, trained, val, lr):
 
 def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, scheduler=None, device="cpu",
         checkpoint_dir=None, cfg=None, resume=False, max_steps_per_epoch=None, amp=None, channels_last=None,
-        compile=False, progress=True, name="model"):
+        compile=False, progress=True, name="model", on_epoch=None):
     """Train for `epochs`, evaluating after each; keep last.pt and best.pt in checkpoint_dir; return the history.
 
     amp: None picks the device's best precision (lib.precision), False is float32, or "bf16" / "fp16".
     channels_last: the model's memory format (None: the device's best); the loaders give batches theirs.
     With resume=True and a last.pt present, training continues after its epoch with the saved optimizer,
     scheduler and RNG state: the result equals an uninterrupted run (exactly, on the CPU).
+    on_epoch(history), if given, sees the history after every epoch (Ray Tune's per-epoch report, lib.search).
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     amp = precision.resolve_amp(amp, device)
@@ -339,6 +340,8 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
             print(f"[{name}] epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.3f} acc "
                   f"{row['train_acc']:.3f} | val loss {row['val_loss']:.3f} acc {row['val_acc']:.3f} | "
                   f"{row['seconds']:.1f} s", flush=True)
+        if on_epoch:
+            on_epoch(history)
     return history
 
 
