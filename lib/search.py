@@ -167,7 +167,7 @@ def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, p
     utils.seed_everything(settings["seed"])  # every trial starts alike: same init stream, same batches
     model = models.CifarResNet(**design, num_classes=settings["num_classes"], input_size=settings["input_size"])
     train_loader = cifar.TensorBatchLoader(x_train, y_train, settings["batch_size"], train=True, device=device,
-                                           seed=settings["seed"], channels_last=channels_last)
+                                           seed=settings["seed"], channels_last=channels_last, drop_last=compile)
     val_loader = cifar.TensorBatchLoader(x_val, y_val, 500, train=False, device=device, channels_last=channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
                                 weight_decay=settings["weight_decay"])
