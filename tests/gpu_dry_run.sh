@@ -9,6 +9,7 @@
 set -euo pipefail
 python_bin=${1:?usage: tests/gpu_dry_run.sh PYTHON}
 shift
+case "$python_bin" in */*) python_bin="$(cd "$(dirname "$python_bin")" && pwd)/$(basename "$python_bin")" ;; esac
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
