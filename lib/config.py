@@ -126,3 +126,9 @@ def build_cfg(namespace, annotations, ranges=None):
         raise ValueError("bad notebook parameters:\n  " + "\n  ".join(problems) +
                          "\nFix the value in papermill's -p/-f arguments (configs/*.yaml) or in the parameters cell.")
     return {name: namespace[name] for name in declared}
+
+
+def check_choices(name, chosen, known):
+    """Fail unless `chosen` is a non-empty list of distinct names from `known`."""
+    if not chosen or len(set(chosen)) != len(chosen) or set(chosen) - set(known):
+        raise ValueError(f"{name}={chosen!r}: choose one or more of {list(known)}, each at most once")
