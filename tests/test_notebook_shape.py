@@ -76,7 +76,8 @@ def test_the_measure_can_fail():
     """A synthetic notebook, mostly set-up and checks, is over the limit; the parameters cell is not counted."""
     cells = [_cell("epochs: int = 3\nlr: float = 0.1\nx = 1\ny = 2\nz = 3\n", ["parameters"]),
              _cell("import torch\nfrom lib import session\nrun = session.prepare(cfg)\nrun.start()\n"),
-             _cell("RANGES = {'epochs': '>= 1',\n          'lr': '> 0'}\nif epochs > 9:\n    raise ValueError(epochs)\n"),
+             _cell("RANGES = {'epochs': '>= 1',\n          'lr': '> 0'}\nif epochs > 9:\n"
+                   "    raise ValueError(epochs)\n"),
              _cell("# the study\nmodel = torch.nn.Linear(2, 2)\nhistory = run.fit(model, a, b, optimizer=o)\n"),
              _cell("assert history\nresults.check_run(run.out_dir, cfg, {})\nprint(run.describe())\n")]
     setup, total, longest = measure(cells)
