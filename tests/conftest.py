@@ -1,4 +1,5 @@
 """Shared fixtures and helpers: the demo data, the notebooks' smoke runs, and small builders several files use."""
+import json
 import os
 import pathlib
 import pickle
@@ -51,6 +52,11 @@ def run_on_smoke_parameters(stem, smoke_runs, tmp_path):
         params["runs_dir"] = str(smoke_runs)  # the report reads the smoke runs made earlier in this session
     prepared = tmp_path / path.name
     papermill.execute_notebook(str(path), str(prepared), parameters=params, prepare_only=True, log_output=False)
+    # nbval's kernel keeps no history, so the injected cell names what it injects (lib.config.injected_names)
+    notebook = json.loads(prepared.read_text())
+    injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
+    injected["source"] = "".join(injected["source"]) + f"\n__papermill_injected__ = {sorted(params)!r}\n"
+    prepared.write_text(json.dumps(notebook))
     result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
                              "--rootdir", str(tmp_path), str(prepared)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=900)
