@@ -1,6 +1,6 @@
 """End to end: seconds per epoch of notebook 03's model on the CIFAR-10 format, ours against the naive baseline.
 
-Both read the same generated batches in the CIFAR python format and train notebook 03's model with `lib.train.fit`
+Both read the same generated batches in the CIFAR python format and train notebook 03's model with `lib.train.loop`
 and the notebook's optimiser. Ours: TensorBatchLoader (split resident on the device, augmented per batch) and the
 notebook's defaults for precision, memory format and compile (lib.precision). Naive: the per-sample PIL pipeline in
 a DataLoader with 2 worker processes, training in float32, channels-first, eager: what a first version does. A full
@@ -38,7 +38,7 @@ def epoch_seconds(train_loader, val_loader, device, steps, repeats, amp, channel
     model, optimizer = model_and_optimizer()
     results = []
     for r in range(repeats + 1):  # the first round warms up (and compiles, where compile is on)
-        history = train.fit(model, train_loader, val_loader, epochs=1, optimizer=optimizer, device=device,
+        history = train.loop(model, train_loader, val_loader, epochs=1, optimizer=optimizer, device=device,
                             max_steps_per_epoch=steps, amp=amp, channels_last=channels_last, compile=compile,
                             progress=False)
         train_rate = history["images_per_s"][0]

@@ -268,3 +268,10 @@ def build_from_arch(arch):
     if name != "resnet50_cbam":
         raise ValueError(f"unknown model name {name!r} in the checkpoint's arch; this project builds 'resnet50_cbam'")
     return resnet50_cbam(**arch)
+
+
+def check_budget(num_params, max_params):
+    """Refuse a model over the study's parameter budget before it trains."""
+    if num_params > max_params:
+        raise ValueError(f"the model has {num_params:,} parameters, over max_params={max_params:,}: "
+                         "use fewer channels or blocks")

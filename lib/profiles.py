@@ -1,14 +1,12 @@
-"""One switch per notebook: `profile = "demo"` takes configs/<notebook>/demo.yaml's values; explicit ones win.
+"""One switch per notebook: `profile = "demo"` takes configs/<notebook>/demo.yaml's values.
 
-The parameters cell holds the study's full-run values (`profile = "full"`). Any other profile names a papermill
-parameter file beside the notebook's other configs, so a student flips one line in JupyterLab, a grader passes
-`-p profile demo`, and both get the same values as `papermill -f configs/<notebook>/demo.yaml`. A value given
-explicitly wins: one papermill injected (`-p`, `-y`, `-f`), or one that differs from the committed notebook's
-parameters cell (an edit in JupyterLab not yet saved, or an injection nbval's history-less run cannot show).
+One precedence, as nanoGPT's configurator has it, the last one winning: the parameters cell's values (as the cell
+ran: edited or not, saved or not), then the chosen profile's file, then what papermill injects (`-p`, `-y`, `-f`).
+The parameters cell holds the study's full-run values (`profile = "full"`: no file). So with a profile chosen, the
+profile's values replace the cell's, edited or not; to try a value of your own, set `profile = "full"` and edit
+the cell, or inject it (`-p epochs 5`). The print says what the profile replaced.
 """
-import ast
 import glob
-import json
 import os
 
 import yaml
@@ -45,32 +43,6 @@ def load_profile(notebook, profile):
     return values
 
 
-def notebook_defaults(notebook):
-    """The literal values of the parameters cell of notebooks/<notebook>.ipynb as it is on disk ({} if unreadable)."""
-    try:
-        with open(repo_path(os.path.join("notebooks", f"{notebook}.ipynb")), encoding="utf-8") as fh:
-            cells = json.load(fh)["cells"]
-        cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
-        tree = ast.parse("".join(cell["source"]))
-    except (OSError, ValueError, KeyError, StopIteration, SyntaxError):
-        return {}
-    defaults = {}
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            try:
-                defaults[node.target.id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return defaults
-
-
-def explicit_names(namespace, notebook):
-    """Names given explicitly: injected by papermill, or holding another value than the notebook's default."""
-    defaults = notebook_defaults(notebook)
-    changed = {n for n, v in defaults.items() if n in namespace and namespace[n] != v}
-    return set(injected_names(namespace)) | changed
-
-
 def check_profile_values(values, annotations, path):
     """Fail naming the file and the key if a profile sets a name the notebook does not take, or a mistyped value."""
     from .config import _parse_container, _type_ok, type_name
@@ -90,21 +62,38 @@ def check_profile_values(values, annotations, path):
                              f"{type_name(annotation)}. Fix the value in the file.")
 
 
+def where_from(cell, final, profile, applied, injected):
+    """Lines saying where each value not left at the parameters cell's came from, for a student to read."""
+    lines = []
+    for name in final:
+        if name in injected:
+            lines.append((name, final[name], "injected by papermill"))
+        elif name in applied and applied[name] != cell.get(name):
+            lines.append((name, final[name], f"{profile}.yaml, replaces {cell.get(name)!r}"))
+    width = max((len(f"{n} = {v!r}") for n, v, _ in lines), default=0)
+    return [f"  {f'{n} = {v!r}':<{width}}   ({why})" for n, v, why in lines]
+
+
 def apply_profile(namespace, notebook):
     """Put the chosen profile's values into the notebook's namespace, except names papermill injected.
 
-    Returns {name: value} of what the profile set. A key the parameters cell does not declare, or a value of the
-    wrong type, stops it naming the file.
+    One precedence, the last one winning: the parameters cell as it ran, then the profile's file, then papermill's
+    injection. Prints where each value that is not the cell's own came from, and returns {name: value} of what
+    the profile set. A key the parameters cell does not declare, or a value of the wrong type, stops it naming the
+    file.
     """
     profile = namespace.get("profile", FULL)
     values = load_profile(notebook, profile)
     if values:
         check_profile_values(values, namespace.get("__annotations__") or {}, profile_path(notebook, profile))
-    explicit = explicit_names(namespace, notebook)
-    applied = {k: v for k, v in values.items() if k not in explicit}
+    injected = set(injected_names(namespace))
+    cell = {name: namespace.get(name) for name in values}  # as the cell ran (edited or not, saved or not)
+    applied = {k: v for k, v in values.items() if k not in injected}
     namespace.update(applied)
-    if values:
-        kept = sorted(set(values) & explicit)
-        print(f"profile {profile!r}: {len(applied)} values from configs/{notebook}/{profile}.yaml"
-              + (f"; given explicitly, kept: {', '.join(kept)}" if kept else ""))
+    names = dict.fromkeys([*(namespace.get("__annotations__") or {}), *values, *sorted(injected)])
+    final = {n: namespace.get(n) for n in names if n in injected or n in applied}
+    lines = where_from(cell, final, profile, applied, injected)
+    source = "the parameters cell" + (f", then configs/{notebook}/{profile}.yaml" if values else "")
+    print(f"where each value came from ({source}, then papermill; the last one wins):")
+    print("\n".join(lines) if lines else "  every value is the parameters cell's")
     return applied

@@ -16,7 +16,7 @@ and validates it, failing with a `ResultsError` that names the file and the fiel
                      04: best_trial_val_acc (in the search), retrain_test_acc, designs_searched (trials trained)
                      05: studies_with_results
     models         {model name: ModelResult}: parameters, best_val_acc, seconds_per_epoch, test_acc (None if not
-                   tested), final_train_acc (None if not recorded), history (per-epoch lists as lib.train.fit
+                   tested), final_train_acc (None if not recorded), history (per-epoch lists as lib.train.loop
                    records them) and extra (a study's per-model facts: 01 effective_layers, images_per_s;
                    02 use_cbam, loss, best_epoch, best_weights_val_acc, saved_mib; 04 trial, trial_val_acc, design)
     extra          the study's own facts (01 image_size, relative_size, goal_met, verdict, not_trained;
@@ -71,7 +71,7 @@ class StudyResults:
 
 
 def from_history(history, parameters, test_acc=None, **extra):
-    """A ModelResult from lib.train.fit's history: best validation accuracy, last training accuracy, epoch time.
+    """A ModelResult from lib.train.loop's history: best validation accuracy, last training accuracy, epoch time.
 
     seconds_per_epoch is the median epoch, so the first one's compilation and warm-up do not inflate it; extra
     records the first epoch's seconds and that excess (`warmup_seconds`: torch.compile, cuDNN's autotuning, caches).
@@ -192,3 +192,20 @@ def check_files(folder, names):
         path = os.path.join(folder, name)
         if not os.path.isfile(path) or os.path.getsize(path) == 0:
             raise AssertionError(f"{path} is missing or empty")
+
+
+def check_run(out_dir, cfg, histories, files=()):
+    """The end-of-run sanity checks that hold for any data, in one call: metrics.json reads back under the schema
+    (finite losses, accuracies in [0, 1], each best as best_val_acc, a headline), with this run's parameters and
+    per-model histories, and the named files exist and are not empty. Returns what was read."""
+    import json
+    saved = read(out_dir)
+    check(saved)
+    if saved.cfg != json.loads(json.dumps(cfg)):
+        raise AssertionError(f"{out_dir}/metrics.json: its cfg is not this run's parameters")
+    for name, history in histories.items():
+        if name not in saved.models or saved.models[name].history != json.loads(json.dumps(history)):
+            raise AssertionError(f"{out_dir}/metrics.json: model {name!r} is missing or its history is not the run's")
+    check_files(out_dir, list(files))
+    print("all checks passed")
+    return saved

@@ -5,6 +5,7 @@ A design (`config`) uses notebook 03's parameter names, so the best one can be h
 channels C_i, blocks B_i, conv_kernels F_i, skip_kernels K_i, pool_kernel P (None: global pooling), dropout.
 """
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -14,7 +15,8 @@ import time
 
 import torch
 
-from . import cifar, files, models, precision, train, utils
+from . import cifar, files, models, precision, utils
+from .run import Run
 
 # notebook 03's parameter names: a design exported under these names runs there unchanged
 DESIGN_KEYS = ("channels", "blocks", "conv_kernels", "skip_kernels", "pool_kernel", "dropout")
@@ -153,6 +155,35 @@ def skip_counts(rejected):
 
 # ---------------------------------------------------------------- training one design
 
+@dataclasses.dataclass(frozen=True)
+class TrialSettings:
+    """How every trial trains: the values its result depends on (TRIAL_SETTINGS), then the run's switches."""
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    seed: int
+    max_steps_per_epoch: int | None
+    num_classes: int
+    input_size: int  # image side in pixels
+    device: str = "auto"  # resolved per trial, on its worker
+    amp: bool | str | None = None
+    channels_last: bool | None = None
+    compile: bool | None = None
+
+
+def design_run(settings, checkpoint_dir=None, resume=False, progress=False):
+    """The run object a trial trains with: its device and precision resolved where it runs."""
+    device = utils.resolve_device(settings.device)
+    amp = precision.resolve_amp(settings.amp, device)
+    channels_last = precision.resolve_channels_last(settings.channels_last, device, amp)
+    return Run(device=device, amp=amp, channels_last=channels_last, compile=utils.auto_flag(settings.compile, device),
+               resume=resume,
+               max_steps_per_epoch=settings.max_steps_per_epoch, checkpoints=checkpoint_dir, progress=progress,
+               record=dataclasses.asdict(settings))
+
+
 def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, progress=False, name="design",
                  on_epoch=None):
     """Build a design and train it with the CIFAR tensor path and SGD + cosine decay; return (model, history).
@@ -160,32 +191,27 @@ def train_design(design, settings, tensors, checkpoint_dir=None, resume=False, p
     on_epoch(model, history), if given, is called after every epoch.
     """
     x_train, y_train, x_val, y_val = tensors
-    device = utils.resolve_device(settings["device"])
-    amp = precision.resolve_amp(settings.get("amp"), device)
-    channels_last = precision.resolve_channels_last(settings.get("channels_last"), device, amp)
-    compile = utils.auto_flag(settings.get("compile"), device)
-    utils.seed_everything(settings["seed"])  # every trial starts alike: same init stream, same batches
-    model = models.CifarResNet(**design, num_classes=settings["num_classes"], input_size=settings["input_size"])
-    train_loader = cifar.TensorBatchLoader(x_train, y_train, settings["batch_size"], train=True, device=device,
-                                           seed=settings["seed"], channels_last=channels_last, drop_last=compile)
-    val_loader = cifar.TensorBatchLoader(x_val, y_val, 500, train=False, device=device, channels_last=channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                                weight_decay=settings["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
+    run = design_run(settings, checkpoint_dir, resume, progress)
+    utils.seed_everything(settings.seed)  # every trial starts alike: same init stream, same batches
+    model = models.CifarResNet(**design, num_classes=settings.num_classes, input_size=settings.input_size)
+    train_loader = cifar.TensorBatchLoader(x_train, y_train, settings.batch_size, train=True, device=run.device,
+                                           seed=settings.seed, channels_last=run.channels_last, drop_last=run.compile)
+    val_loader = cifar.TensorBatchLoader(x_val, y_val, 500, train=False, device=run.device,
+                                         channels_last=run.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
     hook = (lambda history: on_epoch(model, history)) if on_epoch else None
-    history = train.train_model(model, train_loader, val_loader, epochs=settings["epochs"], optimizer=optimizer,
-                                scheduler=scheduler, device=device, checkpoint_dir=checkpoint_dir, cfg=settings,
-                                resume=resume, max_steps_per_epoch=settings["max_steps_per_epoch"], amp=amp,
-                                channels_last=channels_last, compile=compile, progress=progress, name=name,
-                                on_epoch=hook)
+    history = run.fit(model, train_loader, val_loader, optimizer=optimizer, scheduler=scheduler,
+                      epochs=settings.epochs, name=name, on_epoch=hook)
     return model, history
 
 
 def train_trial(design, settings, tensors, on_epoch=None):
-    """One trial: train the design for settings['epochs']; best validation accuracy, parameters, seconds.
+    """One trial: train the design for settings.epochs; best validation accuracy, parameters, seconds.
 
     on_epoch(result), if given, gets the same result as it stands after every epoch (Ray Tune reports it, so a
-    scheduler can stop the trial). A trial compiles only with settings['compile'] True: None means off here, because
+    scheduler can stop the trial). A trial compiles only with settings.compile True: None means off here, because
     torch.compile takes about a minute on CUDA, longer than a short trial gains.
     """
     started = time.perf_counter()
@@ -196,13 +222,13 @@ def train_trial(design, settings, tensors, on_epoch=None):
                 "seconds": time.perf_counter() - started}
 
     hook = (lambda model, history: on_epoch(result(model, history))) if on_epoch else None
-    settings = {**settings, "compile": settings.get("compile") is True}
+    settings = dataclasses.replace(settings, compile=settings.compile is True)
     return result(*train_design(design, settings, tensors, on_epoch=hook))
 
 
 def trial_key(design, settings):
     """Short hash of a design and the settings its result depends on: a logged row is reused only if it matches."""
-    text = json.dumps({"design": design, **{k: settings[k] for k in TRIAL_SETTINGS}}, sort_keys=True)
+    text = json.dumps({"design": design, **{k: getattr(settings, k) for k in TRIAL_SETTINGS}}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -356,3 +382,18 @@ def export_design(path, design, comment=""):
     header = "".join(f"# {line}\n" for line in comment.splitlines())
     files.atomic_write_text(path, header + body)
     return path
+
+
+def check_search(log_path, rows, num_trials, max_params, exported_path):
+    """The search's checks for any data: every trial logged once, none over the budget, sane accuracies and losses,
+    the log reading back as the rows, the best design exported."""
+    import math  # noqa: E401
+
+    import yaml
+    trials = sorted(r["trial"] for r in rows)
+    assert trials == list(range(num_trials)), f"trials logged: {trials}, planned {num_trials}"
+    assert all(r["params"] <= max_params for r in rows), "a design over the budget was trained"
+    assert all(0 <= r["val_acc"] <= 1 and math.isfinite(r["train_loss"]) for r in rows), "a bad accuracy or loss"
+    assert read_trials(log_path) == [dict(r) for r in rows], f"{log_path} does not read back as the search's rows"
+    with open(exported_path, encoding="utf-8") as fh:
+        assert yaml.safe_load(fh) == {k: ranked(rows)[0][k] for k in DESIGN_KEYS}, f"{exported_path}: not the best"

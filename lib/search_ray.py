@@ -73,9 +73,9 @@ def run_ray(pending, settings, tensors, record, trial_fn, *, cpus_per_trial, gpu
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, tensors=tensors), resources),
             param_space={"trial": tune.grid_search(sorted(t["trial"] for t in pending))},
-            tune_config=tune.TuneConfig(scheduler=_scheduler(tune, scheduler, settings["epochs"])),
+            tune_config=tune.TuneConfig(scheduler=_scheduler(tune, scheduler, settings.epochs)),
             run_config=tune.RunConfig(name="random_search", storage_path=os.path.abspath(ray_dir),
-                                      callbacks=[_recorder(tune, record, settings["epochs"])], verbose=0))
+                                      callbacks=[_recorder(tune, record, settings.epochs)], verbose=0))
         results = tuner.fit()
         errors = [str(r.error).splitlines()[-1] for r in results if r.error]
         if errors:

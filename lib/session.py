@@ -1,8 +1,11 @@
-"""A notebook run's set-up in one object, and scoring a saved checkpoint.
+"""A notebook's run object, and scoring a saved checkpoint.
 
-`prepare(cfg)` resolves the device and the precision switches and seeds the RNGs, writing nothing; once the data is
-found, `Session.start()` claims `out_dir` (lock, resume/overwrite rules, cfg.json: `utils.start_run`). Every figure
-title goes through `Session.title`, so none can forget to say whether it shows demo or real data.
+`prepare(cfg)` reads the notebook contract's common parameters (device, amp, channels_last, compile_model, seed,
+resume, overwrite, max_steps_per_epoch, out_dir, data_dir) into a `Session`, resolving the device and the precision
+switches and seeding the RNGs, writing nothing. The Session is a `lib.run.Run`: `run.fit(model, train_loader,
+val_loader, optimizer=..., scheduler=...)` trains with its switches. Once the data is found, `Session.start()` claims
+`out_dir` (lock, resume/overwrite rules, cfg.json: `utils.start_run`). Every figure title goes through
+`Session.title`, so none can forget to say whether it shows demo or real data.
 """
 import os
 from dataclasses import dataclass
@@ -10,25 +13,24 @@ from dataclasses import dataclass
 import torch
 
 from lib import precision, train, utils
+from lib.run import Run
 
 
-@dataclass
-class Session:
-    """What a run resolved from its parameters: where it runs, how precisely, where it writes, on which data."""
+@dataclass(kw_only=True)
+class Session(Run):
+    """A Run that also knows its parameters, where it writes and on which data."""
     cfg: dict
-    device: torch.device
-    amp: str  # "bf16", "fp16" or "fp32"
-    channels_last: bool
-    compile: bool  # torch.compile the models
     out_dir: str  # the parameter as given until start(), then the absolute folder start() claimed
     data_kind: str  # "demo" or "real"
+    overwrite: bool = False
     started: bool = False
 
     def start(self):
         """Claim out_dir for this run (lock, no accidental overwrite, cfg.json); call it once the data is found."""
-        self.out_dir = utils.start_run(self.cfg, self.out_dir, resume=self.cfg.get("resume", False),
-                                       overwrite=self.cfg.get("overwrite", False))
+        self.out_dir = utils.start_run(self.cfg, self.out_dir, resume=self.resume, overwrite=self.overwrite)
+        self.checkpoints = os.path.join(self.out_dir, "checkpoints")
         self.started = True
+        print(self.describe())
         return self.out_dir
 
     def path(self, *parts):
@@ -41,14 +43,27 @@ class Session:
         """A figure title that says which data it shows: 'text (demo data)' or 'text (real data)'."""
         return f"{text} ({self.data_kind} data)"
 
+    def write_results(self, study, *, epochs_run, headline, models, extra=None):
+        """metrics.json (lib.results' schema) with this run's parameters, device and switches; returns what it wrote."""
+        from lib import results
+        written = results.StudyResults(study=study, data=self.data_kind, cfg=self.cfg, device=str(self.device),
+                                       amp=self.amp, channels_last=self.channels_last, compile=self.compile,
+                                       epochs_run=epochs_run, headline=headline, models=models, extra=extra or {})
+        results.write(self.out_dir, written)
+        return written
+
     def describe(self):
         """One line saying what the run chose: device, precision, memory format, compile, data."""
         return (f"device: {self.device}, precision: {self.amp}, channels_last: {self.channels_last}, "
                 f"compile: {self.compile}, data: {self.data_kind}")
 
 
-def prepare(cfg):
-    """Resolve cfg's device and precision switches (None: the device's best) and seed every RNG; writes nothing."""
+def prepare(cfg, resume_free=()):
+    """Resolve cfg's device and precision switches (None: the device's best) and seed every RNG; writes nothing.
+
+    `resume_free` names the notebook's own parameters a resumed run may change (those used only after training);
+    the run's switches (train.RUN_SWITCHES) always may.
+    """
     device = utils.resolve_device(cfg["device"])
     amp = precision.resolve_amp(cfg["amp"], device)
     channels_last = precision.resolve_channels_last(cfg["channels_last"], device, amp)
@@ -57,7 +72,10 @@ def prepare(cfg):
         torch.backends.cudnn.benchmark = True
     utils.seed_everything(cfg["seed"])
     return Session(cfg=cfg, device=device, amp=amp, channels_last=channels_last, compile=compile_model,
-                   out_dir=cfg["out_dir"], data_kind=utils.data_kind(utils.repo_path(cfg["data_dir"])))
+                   resume=cfg["resume"], overwrite=cfg.get("overwrite", False),
+                   max_steps_per_epoch=cfg.get("max_steps_per_epoch"), record=cfg,
+                   resume_free=frozenset(resume_free), out_dir=cfg["out_dir"],
+                   data_kind=utils.data_kind(utils.repo_path(cfg["data_dir"])))
 
 
 def score_checkpoint(model, path, loader, device, *, amp=None, return_predictions=True):

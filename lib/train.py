@@ -1,4 +1,5 @@
-"""`fit` and `evaluate`, with per-epoch history, atomic checkpoints (last and best) and exact resume."""
+"""The training engine under lib.run.Run.fit: restore, train one epoch, evaluate, save, `loop` over them;
+per-epoch history, atomic checkpoints (last and best) and exact resume."""
 import contextlib
 import glob
 import json
@@ -156,12 +157,11 @@ def load_checkpoint(path, map_location="cpu"):
                          "checkpoint written by this project: delete it, or pass resume=False to start over.") from err
 
 
-# settings a resumed run may change: how long and where it runs, not what it trains
-RESUME_FREE_KEYS = {"resume", "epochs", "device", "amp", "channels_last", "compile_model", "num_workers", "out_dir",
-                    "model_names", "max_steps_per_epoch", "progress",
-                    "compile", "models",  # the two above under their former names, as older checkpoints hold them
-                    "test_pickle", "test_dir", "test_labels",  # used only after training: a fix may follow a resume
-                    "profile"}  # how the values were given (a -f file or its profile name): the values are compared
+# the run's switches (lib.run.Run), which a resumed run may change: how long and where it runs, not what it trains
+RUN_SWITCHES = frozenset({"resume", "epochs", "device", "amp", "channels_last", "compile_model", "num_workers",
+                          "out_dir", "max_steps_per_epoch", "progress",
+                          "compile",  # compile_model's former name, as older checkpoints hold it
+                          "profile"})  # how the values were given (a -f file or a profile name): values are compared
 PATH_KEYS = ("data_dir",)  # compared by the folder they lead to, not by how they are spelt
 
 
@@ -173,11 +173,11 @@ def _resolved(key, value):
     return value
 
 
-def _check_resume_cfg(saved, current, path):
+def _check_resume_cfg(saved, current, path, free_keys=RUN_SWITCHES):
     """Refuse to continue a checkpoint under other training settings (the result would mix two runs)."""
     if not isinstance(saved, dict) or not isinstance(current, dict):
         return
-    changed = sorted(k for k in set(saved) | set(current) if k not in RESUME_FREE_KEYS
+    changed = sorted(k for k in set(saved) | set(current) if k not in free_keys
                      and _resolved(k, saved.get(k, "<unset>")) != _resolved(k, current.get(k, "<unset>")))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k, '<unset>')!r} in the checkpoint, {current.get(k, '<unset>')!r} now"
@@ -216,7 +216,7 @@ def _remove_stale_temp_files(checkpoint_dir, name):
         print(f"[{name}] removed {len(stale)} unfinished checkpoint file(s) left by an interrupted save")
 
 
-def restore(checkpoint_dir, *, model, optimizer, scheduler, scaler, cfg, device, name):
+def restore(checkpoint_dir, *, model, optimizer, scheduler, scaler, cfg, device, name, free_keys=RUN_SWITCHES):
     """Load last.pt into the model, optimizer, scheduler, scaler and RNGs; return (history, best, start epoch)."""
     _remove_stale_temp_files(checkpoint_dir, name)
     last_path = os.path.join(checkpoint_dir, "last.pt")
@@ -227,10 +227,10 @@ def restore(checkpoint_dir, *, model, optimizer, scheduler, scaler, cfg, device,
     # state to wherever the model's parameters live
     ckpt = load_checkpoint(last_path, map_location="cpu")
     resume_checks.check_resumable(ckpt, last_path, CHECKPOINT_KEYS, HISTORY_KEYS)
-    _check_resume_cfg(ckpt.get("cfg"), cfg, last_path)
+    _check_resume_cfg(ckpt.get("cfg"), cfg, last_path, free_keys)
     load_model_state(model, ckpt["model"], last_path)
     optimizer.load_state_dict(ckpt["optimizer"])
-    resume_checks.check_schedule(scheduler, ckpt["scheduler"], ckpt.get("cfg"), cfg, last_path, RESUME_FREE_KEYS)
+    resume_checks.check_schedule(scheduler, ckpt["scheduler"], ckpt.get("cfg"), cfg, last_path, free_keys)
     if scheduler is not None and ckpt["scheduler"] is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt.get("scaler"):
@@ -296,10 +296,11 @@ def _history_row(epoch, trained, val, lr):
             "images_per_s": trained["count"] / seconds if seconds > 0 else float("nan")}
 
 
-def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, scheduler=None, device="cpu",
-        checkpoint_dir=None, cfg=None, resume=False, max_steps_per_epoch=None, amp=None, channels_last=None,
-        compile=False, progress=True, name="model", on_epoch=None):
-    """Train for `epochs`, evaluating after each; keep last.pt and best.pt in checkpoint_dir; return the history.
+def loop(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, scheduler=None, device="cpu",
+                 checkpoint_dir=None, cfg=None, free_keys=RUN_SWITCHES, resume=False, max_steps_per_epoch=None,
+                 amp=None, channels_last=None, compile=False, progress=True, name="model", on_epoch=None):
+    """The engine under lib.run.Run.fit: train for `epochs`, evaluating after each; keep last.pt and best.pt in
+    checkpoint_dir; return the history.
 
     amp: None picks the device's best precision (lib.precision), False is float32, or "bf16" / "fp16".
     channels_last: the model's memory format (None: the device's best); the loaders give batches theirs.
@@ -315,7 +316,7 @@ def fit(model, train_loader, val_loader, *, epochs, optimizer, loss_fn=None, sch
     history, best, start_epoch = {k: [] for k in HISTORY_KEYS}, -math.inf, 0
     if resume and checkpoint_dir:
         history, best, start_epoch = restore(checkpoint_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                                             scaler=scaler, cfg=cfg, device=device, name=name)
+                                             scaler=scaler, cfg=cfg, device=device, name=name, free_keys=free_keys)
         if start_epoch > epochs:  # the run would keep epochs beyond the end a fresh run with these settings has
             raise ValueError(f"[{name}] {os.path.join(checkpoint_dir, 'last.pt')} already holds {start_epoch} epochs, "
                              f"more than epochs={epochs}. Resume with epochs >= {start_epoch}, or start over: "
@@ -353,37 +354,38 @@ def _plain(cfg):
     return json.loads(json.dumps(cfg, default=str))
 
 
-def train_model(model, train_loader, val_loader, *, epochs, checkpoint_dir=None, cfg=None, resume=False,
-                device="cpu", name="model", **fit_kwargs):
-    """`fit`, then keep what a finished model needs: best.pt (weights) and finished.json (history); last.pt goes.
+def is_finished(checkpoint_dir):
+    """True if a model finished training in checkpoint_dir (its finished.json is there)."""
+    return os.path.isfile(os.path.join(checkpoint_dir, FINISHED))
+
+
+def load_finished(checkpoint_dir, model, *, epochs, record, free_keys, device, name):
+    """A model that finished earlier: its best weights into `model`, its history returned, after the same checks as
+    a resume (the record's values; the same epochs, since no optimizer state is kept to extend it)."""
+    done = os.path.join(checkpoint_dir, FINISHED)
+    with open(done, encoding="utf-8") as fh:
+        saved = json.load(fh)
+    _check_resume_cfg(saved.get("cfg"), _plain(record), done, free_keys)
+    if saved["epochs"] != epochs:
+        raise ValueError(f"[{name}] finished after {saved['epochs']} epochs in {checkpoint_dir} and keeps no "
+                         f"optimizer state, so it cannot be changed to epochs={epochs}: resume with "
+                         f"epochs={saved['epochs']}, or train afresh: another out_dir, or overwrite=True.")
+    best = load_checkpoint(os.path.join(checkpoint_dir, "best.pt"), map_location=device)
+    load_model_state(model, best["model"], os.path.join(checkpoint_dir, "best.pt"))
+    model.to(device)
+    print(f"[{name}] finished earlier ({saved['epochs']} epochs, {done}): not trained again")
+    return saved["history"]
+
+
+def mark_finished(checkpoint_dir, epochs, history, record):
+    """What a finished model keeps: best.pt (weights) and finished.json (history); last.pt goes.
 
     last.pt, with the optimizer state, exists only while a model trains, so an interrupted run resumes exactly.
-    With resume=True a model that finished earlier in checkpoint_dir is not trained again: its best weights are
-    loaded into `model` and its history returned. A finished model cannot be extended to more epochs.
     """
-    if checkpoint_dir is None:
-        return fit(model, train_loader, val_loader, epochs=epochs, cfg=cfg, resume=resume, device=device, name=name,
-                   **fit_kwargs)
-    done = os.path.join(checkpoint_dir, FINISHED)
-    if resume and os.path.isfile(done):
-        with open(done, encoding="utf-8") as fh:
-            record = json.load(fh)
-        _check_resume_cfg(record.get("cfg"), _plain(cfg), done)
-        if record["epochs"] != epochs:
-            raise ValueError(f"[{name}] finished after {record['epochs']} epochs in {checkpoint_dir} and keeps no "
-                             f"optimizer state, so it cannot be changed to epochs={epochs}: resume with "
-                             f"epochs={record['epochs']}, or train afresh: another out_dir, or overwrite=True.")
-        best = load_checkpoint(os.path.join(checkpoint_dir, "best.pt"), map_location=device)
-        load_model_state(model, best["model"], os.path.join(checkpoint_dir, "best.pt"))
-        model.to(device)
-        print(f"[{name}] finished earlier ({record['epochs']} epochs, {done}): not trained again")
-        return record["history"]
-    history = fit(model, train_loader, val_loader, epochs=epochs, checkpoint_dir=checkpoint_dir, cfg=cfg,
-                  resume=resume, device=device, name=name, **fit_kwargs)
-    atomic_write_json(done, {"epochs": epochs, "history": history, "cfg": _plain(cfg)})
+    atomic_write_json(os.path.join(checkpoint_dir, FINISHED), {"epochs": epochs, "history": history,
+                                                               "cfg": _plain(record)})
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(checkpoint_dir, "last.pt"))
-    return history
 
 
 def predict_logits(model, loader, device, amp=None):

@@ -1,4 +1,5 @@
 """Shared fixtures and helpers: the demo data, the notebooks' smoke runs, and small builders several files use."""
+import json
 import os
 import pathlib
 import pickle
@@ -51,6 +52,11 @@ def run_on_smoke_parameters(stem, smoke_runs, tmp_path):
         params["runs_dir"] = str(smoke_runs)  # the report reads the smoke runs made earlier in this session
     prepared = tmp_path / path.name
     papermill.execute_notebook(str(path), str(prepared), parameters=params, prepare_only=True, log_output=False)
+    # nbval's kernel keeps no history, so the injected cell names what it injects (lib.config.injected_names)
+    notebook = json.loads(prepared.read_text())
+    injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
+    injected["source"] = "".join(injected["source"]) + f"\n__papermill_injected__ = {sorted(params)!r}\n"
+    prepared.write_text(json.dumps(notebook))
     result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
                              "--rootdir", str(tmp_path), str(prepared)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=900)
@@ -58,6 +64,38 @@ def run_on_smoke_parameters(stem, smoke_runs, tmp_path):
     saved = results.read(smoke_runs / stem)  # in lib.results' schema, with the study's headline
     assert saved.cfg["out_dir"] == params["out_dir"] and saved.study == stem[:2]
     assert HEADLINES[saved.study] <= set(saved.headline) <= HEADLINES[saved.study] | OPTIONAL_HEADLINES, saved.headline
+    check_study_outputs(saved, smoke_runs / stem)
+
+
+def check_study_outputs(saved, out):
+    """What the notebooks' end-of-run cells asserted before issue 25 moved it here: each study's own outputs."""
+    import math
+
+    from lib import studies
+    if saved.study == "01":
+        for name, m in saved.models.items():
+            assert sorted(os.listdir(out / "checkpoints" / name)) == ["best.pt", "finished.json"], name
+            assert m.extra["images_per_s"] > 0
+        two, base = saved.models["two_layer"], saved.models["resnet34"]
+        assert math.isclose(saved.headline["two_layer_pct_of_resnet34"], two.best_val_acc / base.best_val_acc)
+        assert math.isclose(saved.extra["relative_size"], two.parameters / base.parameters)
+        assert base.parameters == studies.figure("01", "resnet34_parameters")  # the demo set has the 50 classes
+    if saved.study == "02":
+        model = saved.extra["model_file"]
+        assert model["bytes"] == os.path.getsize(out / "model.pt") < model["limit_mb"] * 1e6
+        rows = (out / "prediction.csv").read_text().splitlines()
+        assert rows[0] == "image_name,pred_label" and len(rows) > 1
+        assert saved.extra["parameter_count"]["model"] == saved.models[saved.extra["final_experiment"]].parameters
+    if saved.study == "03":
+        assert saved.models["cifar_resnet"].parameters == studies.figure("03", "parameters")
+        rows = (out / "submission.csv").read_text().splitlines()
+        assert rows[0] == "ID,Labels" and len(rows) == 500 + 1  # the demo's unlabeled pickle holds 500 images
+        assert 0 <= saved.headline["test_acc"] <= 1
+    if saved.study == "04":
+        import papermill
+        exported = yaml.safe_load((out / "best_config.yaml").read_text())
+        assert set(exported) <= set(papermill.inspect_notebook(str(ROOT / "notebooks" / "03_cifar10_resnet.ipynb")))
+        assert saved.models["best_design"].extra["design"] == exported
 
 
 # ---------------------------------------------------------------- helpers several test files share

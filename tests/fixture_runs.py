@@ -5,7 +5,7 @@ from lib import results
 
 
 def history(accs, seconds=2.0):
-    """A per-epoch history as lib.train.fit writes it, with the given validation accuracies."""
+    """A per-epoch history as lib.train.loop writes it, with the given validation accuracies."""
     n = len(accs)
     return {"epoch": list(range(1, n + 1)), "train_loss": [1.0] * n, "train_acc": [a + 0.05 for a in accs],
             "val_loss": [1.2] * n, "val_acc": list(accs), "lr": [0.1] * n, "seconds": [seconds] * n,

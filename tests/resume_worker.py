@@ -83,7 +83,7 @@ def run(out, resume=False, pause_at=None, block_save_at=None):
         model = models.CifarResNet((8, 16, 32), (1, 1, 1), dropout=0.1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.1)
-        history = train.fit(model, train_loader, val_loader, epochs=EPOCHS, optimizer=optimizer,
+        history = train.loop(model, train_loader, val_loader, epochs=EPOCHS, optimizer=optimizer,
                             scheduler=scheduler, checkpoint_dir=os.path.join(out, "checkpoints"), resume=resume,
                             max_steps_per_epoch=STEPS, progress=False, name="worker")
     finally:

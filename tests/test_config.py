@@ -49,3 +49,11 @@ def test_list_and_dict_parameters_given_as_strings_are_parsed():
 def test_a_list_parameter_that_is_not_a_list_says_how_to_pass_one():
     with pytest.raises(ValueError, match=r"'models' = 'two_layer' should be of type list.*-p passes a string.*-y.*-f"):
         config.build_cfg({"models": "two_layer", "In": []}, {"models": list})
+
+
+def test_injected_names_without_history_come_from_the_injected_cell():
+    """nbval keeps no history: the injected cell's own list names what papermill injected (else nothing)."""
+    from lib.config import injected_names
+    assert injected_names({"In": [], "__papermill_injected__": ["out_dir", "profile"]}) == ["out_dir", "profile"]
+    assert injected_names({"In": []}) == []
+    assert injected_names({"In": ["", "# Parameters\nepochs = 2\n", "x"]}) == ["epochs"]

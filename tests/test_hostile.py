@@ -86,7 +86,7 @@ def tiny_fit(checkpoint_dir, epochs, scheduler, resume=False, cfg=None):
     model = models.CifarResNet((8, 16), (1, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loaders = cifar.TensorBatchLoader(x, y, 32, train=True), cifar.TensorBatchLoader(x, y, 32, train=False)
-    return train.fit(model, *loaders, epochs=epochs, optimizer=optimizer, scheduler=scheduler(optimizer),
+    return train.loop(model, *loaders, epochs=epochs, optimizer=optimizer, scheduler=scheduler(optimizer),
                      checkpoint_dir=checkpoint_dir, cfg=cfg or {"epochs": epochs}, resume=resume, progress=False)
 
 

@@ -56,7 +56,7 @@ def test_fp16_trains_through_a_gradient_scaler_on_the_cpu(tmp_path):
     model, images, labels = _tiny()
     loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    history = train.fit(model, loader, loader, epochs=2, optimizer=optimizer, amp="fp16", checkpoint_dir=tmp_path,
+    history = train.loop(model, loader, loader, epochs=2, optimizer=optimizer, amp="fp16", checkpoint_dir=tmp_path,
                         progress=False)
     assert all(torch.isfinite(torch.tensor(history["train_loss"])))
     scaler = train.load_checkpoint(tmp_path / "last.pt")["scaler"]
@@ -88,7 +88,7 @@ def test_bf16_and_fp32_are_each_reproducible():
     for amp in ("bf16", "bf16", False, False):
         model, images, labels = _tiny()
         loader = cifar.TensorBatchLoader(images, labels, 16, train=True, seed=3)
-        history = train.fit(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+        history = train.loop(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
                             amp=amp, progress=False)
         runs.setdefault(amp, []).append(history["train_loss"] + history["val_loss"])
     assert runs["bf16"][0] == runs["bf16"][1] and runs[False][0] == runs[False][1]
@@ -126,7 +126,7 @@ def test_folder_loaders_give_channels_last_batches_with_the_same_values(demo_roo
 def test_fit_puts_the_model_in_the_memory_format_it_resolves():
     model, images, labels = _tiny()
     loader = cifar.TensorBatchLoader(images, labels, 32, train=True, channels_last=True)
-    train.fit(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+    train.loop(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
               amp="bf16", channels_last=None, progress=False)
     conv = model.stem[0].weight if hasattr(model, "stem") else next(p for p in model.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
@@ -162,7 +162,7 @@ def test_host_reads_per_epoch_do_not_grow_with_the_steps(monkeypatch, amp):
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.05, total_steps=steps)  # stepped every batch
         with monkeypatch.context() as patch:
             calls = _count_host_reads(patch)
-            train.fit(model, loader, val, epochs=1, optimizer=optimizer, scheduler=scheduler, amp=amp,
+            train.loop(model, loader, val, epochs=1, optimizer=optimizer, scheduler=scheduler, amp=amp,
                       progress=False)
         counts[steps] = len(calls)
     assert counts[2] == counts[8], f"host reads grow with the steps: {counts}"
@@ -199,5 +199,5 @@ def test_a_non_finite_loss_stops_the_run_naming_the_epoch():
     model, images, labels = _tiny()
     loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     with pytest.raises(FloatingPointError, match="epoch 1.*lower the learning rate"):
-        train.fit(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=1e30),
+        train.loop(model, loader, loader, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=1e30),
                   amp=False, progress=False)

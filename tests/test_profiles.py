@@ -1,5 +1,7 @@
 """lib.profiles and the papermill parameter files: every name a parameter, profiles filled in."""
 import json
+import re
+import shutil
 
 import papermill
 import pytest
@@ -31,14 +33,66 @@ def test_papermill_reads_every_parameter(path):
 STEM03 = "03_cifar10_resnet"
 
 
-def test_profile_fills_in_its_file_and_explicit_values_win():
+def test_profile_fills_in_its_file_and_injected_values_win(capsys):
     ns = {"profile": "demo", "epochs": 7, "val_size": 5000, "out_dir": "mine", "data_dir": "data/cifar10",
-          "In": ["", '# Parameters\nprofile = "demo"\nout_dir = "mine"\n', "apply_profile(...)"]}
+          "device": "auto", "In": ["", '# Parameters\nprofile = "demo"\nout_dir = "mine"\n', "apply_profile(...)"]}
     applied = profiles.apply_profile(ns, STEM03)
     assert ns["data_dir"] == "data/demo/cifar10" and ns["val_size"] == 500  # from configs/03_cifar10_resnet/demo.yaml
-    assert ns["out_dir"] == "mine"  # injected by papermill
-    assert ns["epochs"] == 7  # differs from the notebook's default (an edit, or an injection nbval cannot show)
-    assert "out_dir" not in applied and "epochs" not in applied
+    assert ns["out_dir"] == "mine"  # injected by papermill: beats the profile
+    assert ns["epochs"] == 4  # the cell's value (an edit or not) gives way to the profile's
+    assert "out_dir" not in applied and applied["epochs"] == 4
+    printed = capsys.readouterr().out
+    assert re.search(r"epochs = 4 +\(demo\.yaml, replaces 7\)", printed)
+    assert re.search(r"out_dir = 'mine' +\(injected by papermill\)", printed)
+    assert re.search(r"profile = 'demo' +\(injected by papermill\)", printed)
+    assert "device" not in printed  # demo.yaml's device 'auto' is the cell's too: left at the cell's value, not listed
+
+
+def test_without_a_profile_or_injection_every_value_is_the_cells(capsys):
+    assert profiles.apply_profile({"profile": "full", "epochs": 3}, STEM03) == {}
+    assert "every value is the parameters cell's" in capsys.readouterr().out
+
+
+def _parameters_cell(path):
+    return next(c for c in json.loads(path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_an_edit_gives_the_same_values_saved_and_unsaved(path, tmp_path, monkeypatch):
+    """Issue 25: the same edit of the parameters cell (epochs, with profile 'demo') run before and after saving the
+    notebook gives the same values. The saved case writes the edited notebook where lib looks for files (a copy of
+    the repository's configs and notebooks), so a lib that read the notebook on disk would see the difference."""
+    cell = _parameters_cell(path)
+    source = "".join(cell["source"])
+    edited = re.sub(r'^profile: str = "full"', 'profile: str = "demo"', source, flags=re.M)
+    edited = re.sub(r"^(epochs|num_trials): int = \d+", r"\1: int = 5", edited, flags=re.M)
+    if "runs_dir" in edited:  # the report has no epochs: edit what its demo profile sets
+        edited = re.sub(r'^runs_dir: str = ".*?"', 'runs_dir: str = "runs/mine"', edited, flags=re.M)
+    assert edited != source and 'profile: str = "demo"' in edited
+
+    def run_cell(root):
+        monkeypatch.setattr(profiles, "repo_path", lambda p: str(root / p))
+        namespace = {}
+        exec(edited, namespace)  # the edited cell as JupyterLab runs it
+        profiles.apply_profile(namespace, path.stem)
+        return {name: namespace[name] for name in namespace["__annotations__"]}
+
+    unsaved, saved = tmp_path / "unsaved", tmp_path / "saved"
+    for root in (unsaved, saved):
+        shutil.copytree(ROOT / "configs" / path.stem, root / "configs" / path.stem)
+        (root / "notebooks").mkdir()
+        shutil.copy(path, root / "notebooks" / path.name)
+    notebook = json.loads(path.read_text())
+    _parameters_cell_of(notebook)["source"] = edited.splitlines(keepends=True)
+    (saved / "notebooks" / path.name).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    before, after = run_cell(unsaved), run_cell(saved)
+    assert before == after
+    demo = yaml.safe_load((ROOT / "configs" / path.stem / "demo.yaml").read_text())
+    assert all(before[k] == v for k, v in demo.items())  # the profile's values replaced the edit, both times
+
+
+def _parameters_cell_of(notebook):
+    return next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
 
 
 def test_unknown_profile_lists_the_choices():

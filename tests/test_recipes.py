@@ -1,9 +1,8 @@
 """lib.recipes: the studies' tables and verdicts."""
 import pandas as pd
 import pytest
-import torch
 
-from lib import recipes, session
+from lib import recipes
 
 
 def _comparison(two, base):
@@ -14,16 +13,14 @@ def _comparison(two, base):
 
 
 def test_two_layer_verdict_reads_the_ratio_and_says_when_the_setting_differs(tmp_path):
-    cfg = {"model_names": ["two_layer", "resnet34"], "epochs": 20, "image_size": 224, "max_steps_per_epoch": None}
-    run = session.Session(cfg=cfg, device=torch.device("cpu"), amp="fp32", channels_last=False, compile=False,
-                          out_dir=str(tmp_path), data_kind="real")
+    setting = {"data_kind": "real", "epochs": 20, "image_size": 224, "max_steps_per_epoch": None}
     comparison = _comparison(0.54, 0.6)
     assert comparison.loc["two_layer", "relative size (%)"] == 10.0
-    text, performance, size, met = recipes.two_layer_verdict(comparison, run, (0.5756, 0.6022))
+    text, performance, size, met = recipes.two_layer_verdict(comparison, (0.5756, 0.6022), **setting)
     assert performance == pytest.approx(0.9) and size == pytest.approx(0.1) and met
     assert "goal is **met**" in text and "not the study's setting" not in text and "95.6% of the baseline" in text
-    run.data_kind = "demo"
-    text, *_, met = recipes.two_layer_verdict(_comparison(0.1, 0.5), run, (0.5756, 0.6022))
+    setting["data_kind"] = "demo"
+    text, *_, met = recipes.two_layer_verdict(_comparison(0.1, 0.5), (0.5756, 0.6022), **setting)
     assert not met and "not the study's setting" in text
-    text, performance, *_ = recipes.two_layer_verdict(_comparison(0.1, 0.0), run, (0.5756, 0.6022))
+    text, performance, *_ = recipes.two_layer_verdict(_comparison(0.1, 0.0), (0.5756, 0.6022), **setting)
     assert text.startswith("No verdict: ResNet34 never") and performance is None

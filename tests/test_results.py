@@ -7,7 +7,7 @@ from lib import results, studies
 
 
 def history(accs):
-    """A per-epoch history as lib.train.fit writes it."""
+    """A per-epoch history as lib.train.loop writes it."""
     n = len(accs)
     return {"epoch": list(range(1, n + 1)), "train_loss": [1.0] * n, "train_acc": list(accs), "val_loss": [1.1] * n,
             "val_acc": list(accs), "lr": [0.1] * n, "seconds": [2.0, 4.0][:n], "images_per_s": [10.0] * n}

@@ -2,6 +2,7 @@
 resume, the export to notebook 03 (its run: test_nb03.py), one writer per trial log, and the Ray backend (skipped
 when ray is not installed)."""
 import contextlib
+import dataclasses
 import json
 import random
 import signal
@@ -32,9 +33,9 @@ WIDE_SPACE = {"stages": [1, 2, 3, 4, 5], "first_channels": [3, 4, 8, 12], "chann
               "pool_kernel": [None, 1, 2, 3, 4, 8], "dropout": [0.0, 0.2]}
 
 
-SETTINGS = {"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "seed": 0,
-            "max_steps_per_epoch": 2, "num_classes": 10, "input_size": 32, "device": "cpu", "amp": None,
-            "compile": None}
+SETTINGS = search.TrialSettings(epochs=1, batch_size=16, lr=0.05, momentum=0.9, weight_decay=5e-4, seed=0,
+                                max_steps_per_epoch=2, num_classes=10, input_size=32, device="cpu", amp=None,
+                                compile=None)
 
 
 NB03 = ROOT / "notebooks" / "03_cifar10_resnet.ipynb"
@@ -180,9 +181,10 @@ def test_resume_refuses_a_log_of_another_search(tiny_tensors, tmp_path):
     trials, _ = search.plan_trials(TINY_SPACE, 1, seed=0, max_params=TINY_BUDGET)
     log = tmp_path / "trials.csv"
     search.run_search(trials, SETTINGS, tiny_tensors, log, progress=False)
+    other = dataclasses.replace(SETTINGS, lr=0.01)
     with pytest.raises(ValueError, match="different search"):
-        search.run_search(trials, {**SETTINGS, "lr": 0.01}, tiny_tensors, log, resume=True, progress=False)
-    rows = search.run_search(trials, {**SETTINGS, "lr": 0.01}, tiny_tensors, log, resume=False, progress=False)
+        search.run_search(trials, other, tiny_tensors, log, resume=True, progress=False)
+    rows = search.run_search(trials, other, tiny_tensors, log, resume=False, progress=False)
     assert search.read_trials(log) == rows
 
 
@@ -229,7 +231,7 @@ def test_asha_is_refused_by_the_local_backend_before_any_trial(tiny_tensors, tmp
 def test_a_trial_reports_after_every_epoch(tiny_tensors):
     trials, _ = search.plan_trials(TINY_SPACE, 1, seed=0, max_params=TINY_BUDGET)
     reports = []
-    row = search.run_trial(trials[0], {**SETTINGS, "epochs": 3}, tiny_tensors, on_epoch=reports.append)
+    row = search.run_trial(trials[0], dataclasses.replace(SETTINGS, epochs=3), tiny_tensors, on_epoch=reports.append)
     assert [r["epochs"] for r in reports] == [1, 2, 3]
     accuracies = [r["val_acc"] for r in reports]
     assert accuracies == sorted(accuracies), "each report carries the best validation accuracy so far"
@@ -241,12 +243,12 @@ def test_trials_compile_only_when_asked_the_retrain_as_the_notebook_says(monkeyp
     """compile=None (the notebook's "the device's best") would compile every trial on CUDA: a minute each."""
     monkeypatch.setattr(utils, "auto_flag", lambda value, device: True if value is None else value)  # as on CUDA
     compiled = []
-    monkeypatch.setattr(search.train, "train_model", lambda *a, **kw: compiled.append(kw["compile"]) or {
+    monkeypatch.setattr(search.Run, "fit", lambda self, *a, **kw: compiled.append(self.compile) or {
         "epoch": [1], "val_acc": [0.1], "train_loss": [2.3]})
     design = search.plan_trials(TINY_SPACE, 1, seed=0, max_params=TINY_BUDGET)[0][0]["design"]
-    search.train_trial(design, {**SETTINGS, "compile": None}, tiny_tensors)
-    search.train_trial(design, {**SETTINGS, "compile": True}, tiny_tensors)
-    search.train_design(design, {**SETTINGS, "compile": None}, tiny_tensors)
+    search.train_trial(design, dataclasses.replace(SETTINGS, compile=None), tiny_tensors)
+    search.train_trial(design, dataclasses.replace(SETTINGS, compile=True), tiny_tensors)
+    search.train_design(design, dataclasses.replace(SETTINGS, compile=None), tiny_tensors)
     assert compiled == [False, True, True]
 
 
@@ -276,7 +278,7 @@ def test_ray_backend_runs_the_same_trials_on_cpu(tiny_tensors, tmp_path, monkeyp
     # a loaded machine starts Ray's agents slowly; the raylet would give up on them after 15 s
     monkeypatch.setenv("RAY_agent_register_timeout_ms", "120000")
     trials, _ = search.plan_trials(TINY_SPACE, 2, seed=0, max_params=TINY_BUDGET)
-    log, settings = tmp_path / "ray" / "trials.csv", {**SETTINGS, "epochs": 2}
+    log, settings = tmp_path / "ray" / "trials.csv", dataclasses.replace(SETTINGS, epochs=2)
     rows = search.run_search(trials, settings, tiny_tensors, log, backend="ray", cpus_per_trial=1, progress=False)
     local = search.run_search(trials, settings, tiny_tensors, tmp_path / "local.csv", progress=False)
     assert search.read_trials(log) == rows
@@ -365,8 +367,8 @@ def scripted_trial(accuracy):
     """A trial function whose validation accuracy after epoch e is accuracy[trial] + e / 100, in no time."""
     def trial_fn(design, settings, tensors, on_epoch=None):
         trial = accuracy["by_design"][json.dumps(design, sort_keys=True)]
-        params = search.parameter_count(design, settings["num_classes"], settings["input_size"])
-        for epoch in range(1, settings["epochs"] + 1):
+        params = search.parameter_count(design, settings.num_classes, settings.input_size)
+        for epoch in range(1, settings.epochs + 1):
             result = {"val_acc": accuracy[trial] + epoch / 100, "params": params, "train_loss": 1.0,
                       "epochs": epoch, "seconds": 0.01 * epoch}
             if on_epoch:
@@ -380,7 +382,7 @@ def test_asha_stops_weak_trials_early_and_the_log_says_so(local_ray, tiny_tensor
     trials, _ = search.plan_trials(TINY_SPACE, 4, seed=0, max_params=TINY_BUDGET)
     accuracy = {0: 0.8, 1: 0.6, 2: 0.4, 3: 0.2,
                 "by_design": {json.dumps(t["design"], sort_keys=True): t["trial"] for t in trials}}
-    settings, log = {**SETTINGS, "epochs": 4}, tmp_path / "trials.csv"
+    settings, log = dataclasses.replace(SETTINGS, epochs=4), tmp_path / "trials.csv"
     # 2 CPUs a trial on 2 CPUs: one trial at a time, in plan order, so the rungs see them in that order
     with time_limit(300, "an ASHA search of 4 trials"):
         rows = search.run_search(trials, settings, tiny_tensors, log, backend="ray", cpus_per_trial=2,

@@ -19,7 +19,7 @@ from torch import nn
 import resume_worker
 from conftest import ROOT
 from lib import augment, cifar, files, models, train, utils
-from lib.train import RESUME_FREE_KEYS
+from lib.run import Run
 
 
 def _tiny_setup(seed=0):
@@ -36,7 +36,7 @@ def _tiny_setup(seed=0):
 
 def test_fit_writes_history_and_checkpoints(tmp_path):
     model, optimizer, scheduler, train_loader, val_loader = _tiny_setup()
-    history = train.fit(model, train_loader, val_loader, epochs=3, optimizer=optimizer, scheduler=scheduler,
+    history = train.loop(model, train_loader, val_loader, epochs=3, optimizer=optimizer, scheduler=scheduler,
                         checkpoint_dir=tmp_path, cfg={"a": 1}, progress=False)
     assert history["epoch"] == [1, 2, 3] and history["lr"] == pytest.approx([0.05, 0.05, 0.005])
     ckpt = train.load_checkpoint(tmp_path / "last.pt")
@@ -46,16 +46,16 @@ def test_fit_writes_history_and_checkpoints(tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     model, optimizer, scheduler, train_loader, val_loader = _tiny_setup()
-    full = train.fit(model, train_loader, val_loader, epochs=3, optimizer=optimizer, scheduler=scheduler,
+    full = train.loop(model, train_loader, val_loader, epochs=3, optimizer=optimizer, scheduler=scheduler,
                      checkpoint_dir=tmp_path / "full", progress=False)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
 
     model, optimizer, scheduler, train_loader, val_loader = _tiny_setup()
-    train.fit(model, train_loader, val_loader, epochs=2, optimizer=optimizer, scheduler=scheduler,
+    train.loop(model, train_loader, val_loader, epochs=2, optimizer=optimizer, scheduler=scheduler,
               checkpoint_dir=tmp_path / "cut", progress=False)
     torch.manual_seed(12345)  # a fresh process would start from another RNG state
     model, optimizer, scheduler, train_loader, val_loader = _tiny_setup(seed=0)
-    resumed = train.fit(model, train_loader, val_loader, epochs=3, optimizer=optimizer, scheduler=scheduler,
+    resumed = train.loop(model, train_loader, val_loader, epochs=3, optimizer=optimizer, scheduler=scheduler,
                         checkpoint_dir=tmp_path / "cut", resume=True, progress=False)
     assert resumed["val_acc"] == full["val_acc"] and resumed["train_loss"] == full["train_loss"]
     assert all(torch.equal(reference[k], v) for k, v in model.state_dict().items())
@@ -65,7 +65,7 @@ def test_plateau_scheduler_steps_on_validation_loss(tmp_path):
     model, optimizer, _, train_loader, val_loader = _tiny_setup()
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
     plateau.step(-1e9)  # nothing after this can beat it, so every epoch counts as a plateau
-    history = train.fit(model, train_loader, val_loader, epochs=2, optimizer=optimizer, scheduler=plateau,
+    history = train.loop(model, train_loader, val_loader, epochs=2, optimizer=optimizer, scheduler=plateau,
                         progress=False)
     assert train.scheduler_kind(plateau) == "plateau" and history["lr"] == pytest.approx([0.05, 0.025])
 
@@ -73,7 +73,7 @@ def test_plateau_scheduler_steps_on_validation_loss(tmp_path):
 def test_warm_restarts_step_every_batch_with_fractional_epochs():
     model, optimizer, _, train_loader, val_loader = _tiny_setup()
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=1, T_mult=2, eta_min=0.001)
-    history = train.fit(model, train_loader, val_loader, epochs=2, optimizer=optimizer, scheduler=sched,
+    history = train.loop(model, train_loader, val_loader, epochs=2, optimizer=optimizer, scheduler=sched,
                         progress=False)
     assert train.scheduler_kind(sched) == "batch"
     # recorded at each epoch's end: at 1.0 the first cycle (T_0=1) restarts at the maximum; at 2.0 the second
@@ -87,8 +87,10 @@ def test_settings_used_only_after_training_may_change_on_resume(tmp_path):
 
     def fit(epochs, **cfg):
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
-        return train.fit(model, loader, loader, epochs=epochs, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                         checkpoint_dir=tmp_path, cfg={"lr": 0.1, **cfg}, resume=True, progress=False)
+        return train.loop(model, loader, loader, epochs=epochs,
+                                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1), checkpoint_dir=tmp_path,
+                                  cfg={"lr": 0.1, **cfg}, free_keys=train.RUN_SWITCHES | set(cfg), resume=True,
+                                  progress=False)
 
     fit(1, test_pickle="bad.pkl", test_dir="", test_labels="")
     history = fit(2, test_pickle="fixed.pkl", test_dir="data/hw1/test2", test_labels="labels.csv")
@@ -125,7 +127,7 @@ def test_warm_restarts_per_batch_follow_torchs_closed_form():
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2, eta_min=1e-5)
     trace = _lr_trace(optimizer)
     steps, epochs = 3, 32
-    history = train.fit(model, loader, val, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+    history = train.loop(model, loader, val, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
                         max_steps_per_epoch=steps, progress=False)
     expected = [_warm_restart_lr(k / steps, 1e-3, 10, 2, 1e-5) for k in range(epochs * steps)]
     assert trace == pytest.approx(expected, rel=1e-9, abs=1e-15)
@@ -141,7 +143,7 @@ def test_one_cycle_is_stepped_per_batch_by_count():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=12)
     trace = _lr_trace(optimizer)
-    train.fit(model, loader, val, epochs=3, optimizer=optimizer, scheduler=scheduler, progress=False)
+    train.loop(model, loader, val, epochs=3, optimizer=optimizer, scheduler=scheduler, progress=False)
     reference_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     reference = torch.optim.lr_scheduler.OneCycleLR(reference_opt, max_lr=0.1, total_steps=12)
     expected = []
@@ -167,7 +169,7 @@ def test_checkpoint_of_a_compiled_run_loads_into_a_plain_model(tmp_path, monkeyp
     images, labels = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 10, (32,))
     loader = cifar.TensorBatchLoader(images, labels, 16, train=True, crop_padding=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    train.fit(model, loader, loader, epochs=1, optimizer=optimizer, checkpoint_dir=tmp_path, compile=True,
+    train.loop(model, loader, loader, epochs=1, optimizer=optimizer, checkpoint_dir=tmp_path, compile=True,
               progress=False)
     state = train.load_checkpoint(tmp_path / "last.pt")["model"]
     assert not any(k.startswith("_orig_mod") for k in state)
@@ -302,7 +304,7 @@ def _tiny_fit(checkpoint_dir, channels, epochs=1, resume=False):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     loader = cifar.TensorBatchLoader(images, labels, 16, train=True)
     with _one_thread():
-        return train.fit(model, loader, loader, epochs=epochs, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
+        return train.loop(model, loader, loader, epochs=epochs, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
                          resume=resume, progress=False)
 
 
@@ -336,7 +338,7 @@ def test_resume_under_other_training_settings_is_refused(tmp_path):
 
     def fit(cfg, epochs):
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
-        return train.fit(model, loader, loader, epochs=epochs, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        return train.loop(model, loader, loader, epochs=epochs, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                          checkpoint_dir=tmp_path, cfg=cfg, resume=True, progress=False)
 
     fit({"lr": 0.1, "epochs": 1, "device": "cpu", "resume": False}, 1)
@@ -382,7 +384,7 @@ def _smoke_training(demo_root, seed):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=p["milestones"], gamma=0.1)
     with _one_thread():
-        history = train.fit(model, train_loader, val_loader, epochs=p["epochs"], optimizer=optimizer,
+        history = train.loop(model, train_loader, val_loader, epochs=p["epochs"], optimizer=optimizer,
                             scheduler=scheduler, max_steps_per_epoch=p["max_steps_per_epoch"], progress=False)
     return {"history": history, "model": model.state_dict()}
 
@@ -402,27 +404,45 @@ def _tiny_resnet(seed=0):
     return model, torch.optim.AdamW(model.parameters(), lr=0.01), loader
 
 
+def _run(checkpoints, record, resume=False, **switches):
+    return Run(device=torch.device("cpu"), amp="fp32", channels_last=False, compile=False, resume=resume,
+               checkpoints=str(checkpoints), progress=False, record=record, **switches)
+
+
 def test_a_finished_model_keeps_best_weights_only_and_is_not_trained_again(tmp_path, capsys):
     model, optimizer, loader = _tiny_resnet()
     cfg = {"lr": 0.01, "epochs": 2}
-    history = train.train_model(model, loader, loader, epochs=2, optimizer=optimizer, checkpoint_dir=tmp_path,
-                                cfg=cfg, progress=False)
+    history = _run(tmp_path, cfg).fit(model, loader, loader, epochs=2, optimizer=optimizer)
     assert sorted(os.listdir(tmp_path)) == ["best.pt", train.FINISHED]
     best = train.load_checkpoint(tmp_path / "best.pt")
     assert "model" in best and "optimizer" not in best and best["history"]["epoch"]
     model, optimizer, loader = _tiny_resnet(seed=1)
-    again = train.train_model(model, loader, loader, epochs=2, optimizer=optimizer, checkpoint_dir=tmp_path,
-                              cfg=cfg, resume=True, progress=False)
+    again = _run(tmp_path, cfg, resume=True).fit(model, loader, loader, epochs=2, optimizer=optimizer)
     assert again == json.loads(json.dumps(history)) and "not trained again" in capsys.readouterr().out
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), best["model"].values()))
     with pytest.raises(ValueError, match="cannot be changed to epochs=3"):
-        train.train_model(model, loader, loader, epochs=3, optimizer=optimizer, checkpoint_dir=tmp_path,
-                          cfg=dict(cfg, epochs=3), resume=True, progress=False)
+        _run(tmp_path, dict(cfg, epochs=3), resume=True).fit(model, loader, loader, epochs=3, optimizer=optimizer)
+    with pytest.raises(ValueError, match="trained with other settings"):  # a finished model's record is compared too
+        _run(tmp_path, dict(cfg, lr=0.1), resume=True).fit(model, loader, loader, epochs=2, optimizer=optimizer)
 
 
 def test_renamed_speed_switches_may_change_on_resume():
-    assert {"compile_model", "model_names", "compile", "models"} <= RESUME_FREE_KEYS
+    assert {"compile_model", "compile", "device", "epochs", "profile"} <= train.RUN_SWITCHES
     train._check_resume_cfg({"compile_model": True, "lr": 1}, {"compile_model": False, "lr": 1}, "last.pt")
+    assert "model_names" not in train.RUN_SWITCHES  # a notebook's own names: its run object's resume_free
+
+
+def test_a_notebooks_resume_free_names_may_change_and_no_others(tmp_path):
+    """notebook 01 passes resume_free=("model_names",): that name may change on resume, lr may not."""
+    model, optimizer, loader = _tiny_resnet()
+    record = {"lr": 0.01, "model_names": ["a"]}
+    _run(tmp_path, record, resume_free=frozenset({"model_names"})).fit(model, loader, loader, epochs=1,
+                                                                        optimizer=optimizer)
+    changed = dict(record, model_names=["a", "b"])
+    _run(tmp_path, changed, resume=True, resume_free=frozenset({"model_names"})).fit(model, loader, loader, epochs=1,
+                                                                                     optimizer=optimizer)
+    with pytest.raises(ValueError, match="model_names"):
+        _run(tmp_path, changed, resume=True).fit(model, loader, loader, epochs=1, optimizer=optimizer)
 
 
 def test_tqdm_disable_silences_the_bars_a_caller_turned_on(monkeypatch, capsys):
@@ -439,7 +459,7 @@ def test_resume_onto_another_device_keeps_the_rng_state_on_the_cpu(tmp_path):
     """On CUDA, last.pt loaded with map_location=device put the RNG state on the GPU and set_rng_state raised
     TypeError; "meta" is the non-CPU device a CPU-only machine has, and reproduces it."""
     model, optimizer, scheduler, train_loader, val_loader = _tiny_setup()
-    train.fit(model, train_loader, val_loader, epochs=1, optimizer=optimizer, scheduler=scheduler,
+    train.loop(model, train_loader, val_loader, epochs=1, optimizer=optimizer, scheduler=scheduler,
               checkpoint_dir=tmp_path, progress=False)
     model, optimizer, scheduler, _, _ = _tiny_setup()
     model.to("meta")
@@ -464,7 +484,7 @@ def test_dropping_the_last_partial_batch_spares_compile_a_second_shape(monkeypat
         torch.manual_seed(0)
         images, labels = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (n,))
         model = models.CifarResNet((8, 16), (1, 1), dropout=0.2)
-        train.fit(model, cifar.TensorBatchLoader(images, labels, 32, train=True, drop_last=drop_last),
+        train.loop(model, cifar.TensorBatchLoader(images, labels, 32, train=True, drop_last=drop_last),
                   cifar.TensorBatchLoader(images[:40], labels[:40], 40, train=False), epochs=2, amp="fp32",
                   optimizer=torch.optim.SGD(model.parameters(), lr=0.1), compile=True, progress=False)
         return counters["stats"]["unique_graphs"]
