@@ -30,9 +30,10 @@ def plot_history(histories, path=None, title=None):
         ax_acc.plot(h["epoch"], h["val_acc"], "-", color=color, label=f"{name} val")
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    # a log scale keeps one bad epoch from flattening every other point into a line at zero
+    ax_loss.set(xlabel="epoch", ylabel="loss (log scale)", title="loss", yscale="log")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    ax_acc.legend(fontsize=8)
+    ax_acc.legend(fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
