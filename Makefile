@@ -64,7 +64,7 @@ reproduce: setup
 
 # a rerun (yours, a student's) against the committed reference, metric by metric, within stated tolerances
 check-results: setup
-	$(PY) -m lib.summary --compare results/$(PROFILE) $(RUNS)
+	$(PY) -m lib.compare results/$(PROFILE) $(RUNS)
 
 test: demo-data
 	$(PY) -m ruff check lib bench tests

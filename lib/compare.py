@@ -1,5 +1,7 @@
 """`python -m lib.compare results/cpu runs/cpu`: does a rerun reproduce the reference results, metric by metric?
 
+The one compare command (`make check-results` runs it).
+
 For every study in the reference folder and every headline metric it records, prints the reference, the rerun and
 their difference, and exits 1 when a difference exceeds that metric's tolerance (or the rerun lacks the study or the
 metric). Tolerances live beside the reference, in `<reference>/tolerances.yaml`:

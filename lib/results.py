@@ -8,7 +8,7 @@ and validates it, failing with a `ResultsError` that names the file and the fiel
     cfg            the validated parameters (also in cfg.json and in every checkpoint)
     device, amp, channels_last, compile   where and how it ran (amp: "fp32" | "bf16" | "fp16")
     epochs_run     epochs of the longest training in the run
-    headline       {stable name: float}, never empty: the figures `python -m lib.summary` prints and compares
+    headline       {stable name: float}, never empty: what lib.summary prints and lib.compare compares
                      01: two_layer_val_acc, resnet34_val_acc, two_layer_pct_of_resnet34 (0.956: 95.6% of
                          ResNet34's accuracy), each when its models ran; <model>_val_acc of the focus model always
                      02: final_val_acc (the final experiment), model_mib (the saved model.pt)

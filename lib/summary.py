@@ -1,12 +1,13 @@
 """`python -m lib.summary runs/demo`: one line per notebook run with its headline figures (lib.results' schema).
 
-`python -m lib.summary --compare results/cpu runs/cpu` checks a rerun against reference results instead (lib.compare).
+Checking a rerun against reference results is `python -m lib.compare REFERENCE RERUN`, the one compare command.
 """
+import argparse
 import glob
 import os
 import sys
 
-from lib import compare, results, tables
+from lib import results, tables
 from lib.utils import repo_path
 
 
@@ -31,11 +32,11 @@ def summarize(runs_dir):
 
 
 def main(argv=None):
-    """Print the summary for the folder given (default runs/demo), or `--compare REFERENCE RERUN`'s verdict."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--compare"]:
-        return compare.main(argv[1:])
-    print("\n".join(summarize(argv[0] if argv else repo_path("runs/demo"))))
+    """Print the summary for the folder given (default runs/demo)."""
+    parser = argparse.ArgumentParser(prog="python -m lib.summary", description=__doc__.splitlines()[0],
+                                     epilog="A rerun against a reference: python -m lib.compare REFERENCE RERUN")
+    parser.add_argument("runs_dir", nargs="?", default=repo_path("runs/demo"), help="default: runs/demo")
+    print("\n".join(summarize(parser.parse_args(argv).runs_dir)))
     return 0
 
 

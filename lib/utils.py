@@ -114,7 +114,7 @@ def data_kind(data_dir):
     return "demo" if "demo" in parts else "real"
 
 
-# what makes a folder "hold a run": written by start_run, fit, write_metrics and the search
+# what makes a folder "hold a run": written by start_run, fit, results.write and the search
 RUN_MARKERS = ("cfg.json", "metrics.json", "checkpoints", "trials.csv")
 
 
@@ -177,9 +177,3 @@ def start_run(cfg, out_dir, *, resume=False, overwrite=False):
     print(f"outputs -> {out_dir}")
     return out_dir
 
-
-def write_metrics(out_dir, cfg, **results):
-    """metrics.json beside the figures: cfg, library versions, device, and the notebook's results."""
-    path = os.path.join(out_dir, "metrics.json")
-    files.atomic_write_json(path, {"cfg": cfg, "environment": environment(), **results})
-    return path

@@ -1,12 +1,15 @@
 """lib.compare: a rerun against the reference results, metric by metric, within the stated tolerances."""
 import json
 import os
+import pathlib
 import shutil
 
 import pytest
 
 from lib import compare, results, summary
-from lib.utils import repo_path
+from lib.utils import repo_path, repo_root
+
+ROOT = pathlib.Path(repo_root())
 
 REFERENCE = {"03_cifar10_resnet": {"test_acc": 0.80, "best_val_acc": 0.81},
              "04_cifar10_random_search": {"retrain_test_acc": 0.70, "designs_searched": 8}}
@@ -125,10 +128,12 @@ def test_committed_second_seed_lies_within_the_stated_tolerances(capsys):
     assert compare.main([repo_path("results/cpu"), repo_path("results/cpu-seed1"), "--studies", "03"]) == 0
 
 
-def test_summary_compare_is_the_same_check(tmp_path, capsys):
+def test_there_is_one_compare_command(tmp_path, capsys):
+    """`make check-results` runs lib.compare; lib.summary no longer takes a second route to the same check."""
     ref = write_results(tmp_path / "ref", REFERENCE, TOLERANCES)
-    worse = doctored(REFERENCE, "04_cifar10_random_search", "retrain_test_acc", -0.05)
-    rerun = write_results(tmp_path / "rerun", worse)
-    assert summary.main(["--compare", ref, rerun]) == 1
-    assert "retrain_test_acc" in capsys.readouterr().out
-    assert summary.main(["--compare", ref, ref]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        summary.main(["--compare", ref, ref])
+    assert exit_info.value.code == 2 and "lib.compare" in capsys.readouterr().out + summary.__doc__
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ncheck-results:", 1)[1].split("\n\n", 1)[0]
+    assert "-m lib.compare results/$(PROFILE) $(RUNS)" in recipe and "--compare" not in makefile

@@ -1,4 +1,4 @@
-"""lib.utils: devices, the data label, start_run and metrics.json."""
+"""lib.utils: devices, the data label and start_run."""
 import json
 import re
 
@@ -28,14 +28,6 @@ def test_output_directory_that_cannot_be_written_is_named(tmp_path):
     with pytest.raises(OSError, match=re.escape(str(out_dir / "m.json")) + ".*Choose a writable out_dir"):
         files.atomic_write_json(out_dir / "m.json", {})
     assert blocker.read_text() == "not a folder"
-
-
-def test_metrics_json_records_seed_versions_and_device(tmp_path):
-    utils.write_metrics(tmp_path, {"seed": 7}, device="cpu")
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["cfg"]["seed"] == 7 and saved["device"] == "cpu"
-    assert saved["environment"]["torch"] == torch.__version__
-    assert {"python", "torchvision", "numpy", "platform", "cuda"} <= set(saved["environment"])
 
 
 def test_start_run_refuses_resumes_or_overwrites(tmp_path):
