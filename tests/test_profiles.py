@@ -109,3 +109,24 @@ def test_every_profile_file_passes_the_key_and_type_check(path):
     exec("".join(code["source"]), namespace)  # the committed parameters cell: literals and annotations only
     for config in sorted((ROOT / "configs" / path.stem).glob("*.yaml")):
         profiles.check_profile_values(yaml.safe_load(config.read_text()) or {}, namespace["__annotations__"], config)
+
+
+def _cell_defaults(path):
+    """The parameters cell's literal defaults {name: value}."""
+    import ast
+    code = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    return {node.target.id: ast.literal_eval(node.value) for node in ast.parse("".join(code["source"])).body
+            if isinstance(node, ast.AnnAssign) and node.value is not None}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_profile_reads_and_writes_its_own_runs_folder(path):
+    """runs/<profile>/ for the cell's default profile ('full') and every profile file: notebook 05's default once
+    read runs/demo while it said profile = "full"."""
+    settings = {config.stem: yaml.safe_load(config.read_text()) for config in (ROOT / "configs" / path.stem).glob("*.yaml")}
+    defaults = _cell_defaults(path)
+    settings[defaults["profile"]] = defaults
+    for profile, values in settings.items():
+        assert values["out_dir"] == f"runs/{profile}/{path.stem}", (profile, values["out_dir"])
+        if "runs_dir" in defaults:
+            assert values["runs_dir"] == f"runs/{profile}", (profile, values["runs_dir"])
