@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from lib import studies, tables
+from lib import tables, writeups
 
 
 def _save(fig, path):
@@ -236,7 +236,7 @@ def plot_studies_learning_curves(runs, path=None):
 
 def _published_points(ax, colors):
     """The write-ups' (parameters, accuracy) figures as hollow markers, labelled."""
-    for study, name, params, acc in studies.published_points():
+    for study, name, params, acc in writeups.published_points():
         ax.scatter([params], [acc], facecolors="none", edgecolors=colors[study], s=70, linewidths=1.5)
         right = params > 1e7  # label big models on their left, inside the axes
         ax.annotate(f"{study} {name} (write-up)", (params, acc), fontsize=7, xytext=(-6 if right else 6, -9),
@@ -249,7 +249,7 @@ def plot_studies_accuracy_vs_parameters(runs, path=None):
     """Best validation accuracy against parameters (log x) for every model of every study; write-ups' figures hollow."""
     table = tables.models_table(runs).dropna(subset=["parameters", "best_val_acc"])
     fig, ax = plt.subplots(figsize=(10, 5))
-    colors = {study: f"C{i}" for i, study in enumerate(studies.STUDIES)}
+    colors = {study: f"C{i}" for i, study in enumerate(writeups.STUDIES)}
     for study, group in table.groupby("study"):
         ax.scatter(group["parameters"], group["best_val_acc"], color=colors[study], s=40,
                    label=f"{study} ours ({runs[study].results.data} data)")
@@ -279,7 +279,7 @@ def plot_studies_seconds_per_epoch(runs, path=None):
         ax.set_axis_off()
     else:
         labels = [f"{r.study} {r.model} ({r.device})" for r in table.itertuples()]
-        colors = [f"C{list(studies.STUDIES).index(s)}" for s in table["study"]]
+        colors = [f"C{list(writeups.STUDIES).index(s)}" for s in table["study"]]
         ax.barh(labels, table["seconds_per_epoch"], color=colors)
         for y, v in enumerate(table["seconds_per_epoch"]):
             ax.annotate(tables.fmt_duration(v), (v, y), xytext=(3, 0), textcoords="offset points", va="center",

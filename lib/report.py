@@ -2,7 +2,7 @@
 
 A study without a readable run is "not run", with the reason (no metrics.json, a failed latest run, a file off the
 schema, named by lib.results) and the command that produces it; nothing here raises for a missing or broken run.
-The tables are in lib/tables.py, the figures in lib/plots.py, the write-ups' figures in lib/studies.py.
+The tables are in lib/tables.py, the figures in lib/plots.py, the write-ups' figures in lib/writeups.py.
 """
 import json
 import os
@@ -11,7 +11,7 @@ from typing import Optional
 
 import pandas as pd
 
-from lib import results, studies, tables, utils
+from lib import results, tables, utils, writeups
 from lib.results import StudyResults
 
 TRIAL_COLUMNS = ["params", "val_acc"]
@@ -85,7 +85,7 @@ def why_not_run(runs_dir, stem, path):
 
 def read_study(runs_dir, study):
     """One study's StudyRun from runs_dir/<stem>/metrics.json."""
-    stem, title = studies.STUDIES[study].stem, studies.STUDIES[study].title
+    stem, title = writeups.STUDIES[study].stem, writeups.STUDIES[study].title
     path = os.path.join(runs_dir, stem, results.FILE_NAME)
     run = StudyRun(study, stem, title, path, run_command(runs_dir, stem), reason=why_not_run(runs_dir, stem, path))
     if not run.reason:
@@ -99,7 +99,7 @@ def read_study(runs_dir, study):
 
 def read_runs(runs_dir):
     """Every study's StudyRun, in study order."""
-    return {study: read_study(runs_dir, study) for study in studies.STUDIES}
+    return {study: read_study(runs_dir, study) for study in writeups.STUDIES}
 
 
 def study_note(run):

@@ -1,14 +1,14 @@
 """The report's tables (notebook 05): each study's figures beside its write-up's, every model, the runs found.
 
 Every table reads `lib.results.StudyResults` through `lib.report.StudyRun` records and the write-ups' figures from
-`lib.studies`; a study that was not run shows as "not run", a figure a run did not record (None) as "—".
+`lib.writeups`; a study that was not run shows as "not run", a figure a run did not record (None) as "—".
 """
 import json
 import math
 
 import pandas as pd
 
-from lib import studies
+from lib import writeups
 
 MISSING = "—"
 NOT_RUN = "not run"
@@ -119,8 +119,8 @@ def _rows_01(r):
     two, res = _model(r, "two_layer"), _model(r, "resnet34")
     pixels = f"ours at {r.extra['image_size']} px, the write-up's at 224 px" if r else ""
     ablation = ("the write-up's ablation runs, where its full model scored "
-                f"{studies.figure('01', 'ablation_two_layer_val_acc'):.2%}")
-    goal = f"the study's goal: at least {studies.figure('01', 'goal_pct_of_resnet34'):.0%}"
+                f"{writeups.figure('01', 'ablation_two_layer_val_acc'):.2%}")
+    goal = f"the study's goal: at least {writeups.figure('01', 'goal_pct_of_resnet34'):.0%}"
     return [
         ("two-layer accuracy (val)", "two_layer_val_acc", _field(two), "pct", pixels),
         ("ResNet34 accuracy (val)", "resnet34_val_acc", _field(res), "pct", pixels),
@@ -148,7 +148,7 @@ def _rows_02(r):
     final = _model(r, r.extra["final_experiment"]) if r else None
     weights = "" if r is None else (
         "ImageNet-pretrained" if r.extra["pretrained"] else "trained from scratch (no ImageNet weights)")
-    minutes = studies.figure("02", "final_seconds_per_epoch") / 60
+    minutes = writeups.figure("02", "final_seconds_per_epoch") / 60
     return [
         ("final model val accuracy (CBAM + focal)", "final_val_acc", _field(final), "pct", weights),
         ("final model train accuracy", "final_train_acc", _field(final, "final_train_acc"), "pct", ""),
@@ -211,7 +211,7 @@ def study_table(run):
     facts = run_facts(run.results)
     rows = []
     for quantity, key, ours, kind, note in STUDY_ROWS[run.study](run.results):
-        published = NOT_REPORTED if key is None else fmt(studies.figure(run.study, key), kind)
+        published = NOT_REPORTED if key is None else fmt(writeups.figure(run.study, key), kind)
         shown = fmt(ours, kind) if run.results else NOT_RUN
         rows.append({"quantity": quantity, STUDY_COLUMN: published, "ours": shown, **facts, "note": note})
     return pd.DataFrame(rows)
@@ -261,7 +261,7 @@ def styled(table):
 
 
 def published_figures():
-    """Every figure the write-ups publish (lib.studies), one row each: study, figure, value as text, what it is."""
+    """Every figure the write-ups publish (lib.writeups), one row each: study, figure, value as text, what it is."""
     rows = [{"study": number, "figure": key, "value": fmt(f.value, f.kind), "what": f.what}
-            for number, study in studies.STUDIES.items() for key, f in study.figures.items()]
+            for number, study in writeups.STUDIES.items() for key, f in study.figures.items()]
     return pd.DataFrame(rows, columns=["study", "figure", "value", "what"])

@@ -71,7 +71,7 @@ def check_study_outputs(saved, out):
     """What the notebooks' end-of-run cells asserted before issue 25 moved it here: each study's own outputs."""
     import math
 
-    from lib import studies
+    from lib import writeups
     if saved.study == "01":
         for name, m in saved.models.items():
             assert sorted(os.listdir(out / "checkpoints" / name)) == ["best.pt", "finished.json"], name
@@ -79,7 +79,7 @@ def check_study_outputs(saved, out):
         two, base = saved.models["two_layer"], saved.models["resnet34"]
         assert math.isclose(saved.headline["two_layer_pct_of_resnet34"], two.best_val_acc / base.best_val_acc)
         assert math.isclose(saved.extra["relative_size"], two.parameters / base.parameters)
-        assert base.parameters == studies.figure("01", "resnet34_parameters")  # the demo set has the 50 classes
+        assert base.parameters == writeups.figure("01", "resnet34_parameters")  # the demo set has the 50 classes
     if saved.study == "02":
         model = saved.extra["model_file"]
         assert model["bytes"] == os.path.getsize(out / "model.pt") < model["limit_mb"] * 1e6
@@ -87,7 +87,7 @@ def check_study_outputs(saved, out):
         assert rows[0] == "image_name,pred_label" and len(rows) > 1
         assert saved.extra["parameter_count"]["model"] == saved.models[saved.extra["final_experiment"]].parameters
     if saved.study == "03":
-        assert saved.models["cifar_resnet"].parameters == studies.figure("03", "parameters")
+        assert saved.models["cifar_resnet"].parameters == writeups.figure("03", "parameters")
         rows = (out / "submission.csv").read_text().splitlines()
         assert rows[0] == "ID,Labels" and len(rows) == 500 + 1  # the demo's unlabeled pickle holds 500 images
         assert 0 <= saved.headline["test_acc"] <= 1

@@ -7,19 +7,19 @@ import torch
 import torchvision
 from torch import nn
 
-from lib import models, predict, studies, utils
+from lib import models, predict, utils, writeups
 
 
 def test_cifar_resnet_has_the_write_ups_parameter_count():
     model = models.CifarResNet((32, 64, 128), (4, 4, 3), dropout=0.1)
-    assert utils.count_parameters(model) == studies.figure("03", "parameters") == 1_177_130
+    assert utils.count_parameters(model) == writeups.figure("03", "parameters") == 1_177_130
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_two_layer_net_and_resnet34_have_the_write_ups_counts():
     variants = models.two_layer_variants(50)
-    assert utils.count_parameters(variants["two_layer"]()) == studies.figure("01", "two_layer_parameters")
-    assert utils.count_parameters(variants["resnet34"]()) == studies.figure("01", "resnet34_parameters")
+    assert utils.count_parameters(variants["two_layer"]()) == writeups.figure("01", "two_layer_parameters")
+    assert utils.count_parameters(variants["resnet34"]()) == writeups.figure("01", "resnet34_parameters")
     assert models.count_effective_layers(variants["two_layer"]()) == 2
     assert models.count_effective_layers(variants["single_layer"]()) == 1
     assert variants["smaller_kernel"]().features[0].kernel_size == (3, 3)
@@ -82,7 +82,7 @@ def test_resnet50_cbam_parameter_counts_and_output():
     assert utils.count_parameters(plain) == RESNET50_100_CLASSES
     assert utils.count_parameters(per_stage) == RESNET50_100_CLASSES + 87_112
     assert utils.count_parameters(per_block) == RESNET50_100_CLASSES + 314_656
-    assert abs(utils.count_parameters(per_stage) - studies.figure("02", "final_parameters")) == 22
+    assert abs(utils.count_parameters(per_stage) - writeups.figure("02", "final_parameters")) == 22
     assert sum(isinstance(m, models.SimplifiedCBAM) for m in per_stage.modules()) == 4
     assert sum(isinstance(m, models.SimplifiedCBAM) for m in per_block.modules()) == 16
     head = per_stage.fc
@@ -100,7 +100,7 @@ def test_full_model_saves_under_100_mb_and_matches_the_write_ups_size(tmp_path):
     assert size < 100 * 10**6 and utils.state_dict_bytes(model) < 100 * 10**6
     # the write-up's "90.99 MB": float32 parameters and BatchNorm running statistics, in MiB
     floats = sum(t.numel() for t in model.state_dict().values() if t.dtype == torch.float32)
-    assert round(utils.mib(4 * floats), 2) == studies.figure("02", "model_mib")
+    assert round(utils.mib(4 * floats), 2) == writeups.figure("02", "model_mib")
 
 
 def _offline(monkeypatch):

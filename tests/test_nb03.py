@@ -12,7 +12,7 @@ import papermill
 import pytest
 
 from conftest import ROOT, cifar_copy, hold_lock, papermill_error, relabel, run_on_smoke_parameters
-from lib import cifar, files, results, search, studies
+from lib import cifar, files, results, search, writeups
 
 pytestmark = pytest.mark.slow  # every test here executes the notebook
 
@@ -108,7 +108,7 @@ def test_papermill_unknown_parameter_name_is_named(papermill_failures):
 def test_model_over_the_parameter_budget_is_refused(papermill_failures):
     err, out = papermill_failures["over_budget"]
     assert err is not None and err.ename == "ValueError"
-    count = studies.figure("03", "parameters")  # notebook 03's default design is the write-up's
+    count = writeups.figure("03", "parameters")  # notebook 03's default design is the write-up's
     assert re.search(rf"the model has {count:,} parameters, over max_params=1,000: use fewer channels", err.evalue)
     assert (out / "run" / "cfg.json").exists() and not (out / "run" / "checkpoints").exists()  # refused before training
 

@@ -3,7 +3,7 @@ import pytest
 
 from conftest import ROOT, run_on_smoke_parameters
 from fixture_runs import write_runs
-from lib import results, studies
+from lib import results, writeups
 
 pytestmark = pytest.mark.slow  # every test here executes the notebook
 
@@ -18,7 +18,7 @@ def test_report_notebook_on_the_fixture(tmp_path):
                                parameters={"runs_dir": str(runs_dir), "out_dir": str(out)}, log_output=False,
                                cwd=str(tmp_path), progress_bar=False)
     text = (tmp_path / "05.ipynb").read_text()
-    for study in studies.STUDIES.values():
+    for study in writeups.STUDIES.values():
         assert study.stem in text
     assert "not run" in text and "all checks passed" in text and "DEMO DATA" in text
     saved = results.read(out)

@@ -1,14 +1,14 @@
 """lib.plots: the figures."""
 import matplotlib
 
-from lib import plots, studies
+from lib import plots, writeups
 
 matplotlib.use("Agg")
 
 
 def test_accuracy_vs_parameters_plots_one_labelled_point_per_model(tmp_path):
     path = tmp_path / "scatter.png"
-    sizes = [studies.figure("01", "two_layer_parameters"), studies.figure("01", "resnet34_parameters")]
+    sizes = [writeups.figure("01", "two_layer_parameters"), writeups.figure("01", "resnet34_parameters")]
     fig = plots.plot_accuracy_vs_parameters(["two_layer", "resnet34"], sizes, [0.41, 0.52], str(path), title="t",
                                             reference=(0.02, "chance"))
     ax = fig.axes[0]

@@ -123,7 +123,8 @@ def _cell_defaults(path):
 def test_each_profile_reads_and_writes_its_own_runs_folder(path):
     """runs/<profile>/ for the cell's default profile ('full') and every profile file: notebook 05's default once
     read runs/demo while it said profile = "full"."""
-    settings = {config.stem: yaml.safe_load(config.read_text()) for config in (ROOT / "configs" / path.stem).glob("*.yaml")}
+    configs = (ROOT / "configs" / path.stem).glob("*.yaml")
+    settings = {config.stem: yaml.safe_load(config.read_text()) for config in configs}
     defaults = _cell_defaults(path)
     settings[defaults["profile"]] = defaults
     for profile, values in settings.items():

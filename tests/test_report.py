@@ -8,7 +8,7 @@ import matplotlib
 import pytest
 
 from fixture_runs import fixture_results, write_runs
-from lib import plots, report, results, studies, tables
+from lib import plots, report, results, tables, writeups
 
 matplotlib.use("Agg")
 
@@ -54,10 +54,10 @@ def test_every_published_figure_in_the_tables_comes_from_lib_studies(tmp_path):
     for study, run in runs.items():
         for quantity, key, _, kind, _ in tables.STUDY_ROWS[study](run.results):
             shown = tables.study_table(run).set_index("quantity").loc[quantity, tables.STUDY_COLUMN]
-            assert shown == (tables.NOT_REPORTED if key is None else tables.fmt(studies.figure(study, key), kind))
-    assert studies.figure("01", "two_layer_val_acc") == 0.5756 and studies.figure("02", "model_mib") == 90.99
+            assert shown == (tables.NOT_REPORTED if key is None else tables.fmt(writeups.figure(study, key), kind))
+    assert writeups.figure("01", "two_layer_val_acc") == 0.5756 and writeups.figure("02", "model_mib") == 90.99
     with pytest.raises(KeyError, match="publishes no figure 'nope'"):
-        studies.figure("04", "nope")
+        writeups.figure("04", "nope")
 
 
 def test_missing_and_broken_studies_show_as_not_run_with_their_command(tmp_path):

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from lib import results, studies
+from lib import results, writeups
 
 
 def history(accs):
@@ -101,7 +101,7 @@ def test_every_study_has_its_headline_documented(study):
     """The module docstring names each study's headline keys (lib.compare relies on them)."""
     line = next(line for line in results.__doc__.splitlines() if line.strip().startswith(f"{study}:"))
     assert all(key in line for key in HEADLINES[study]), (study, line)
-    assert study == "05" or study in studies.STUDIES
+    assert study == "05" or study in writeups.STUDIES
 
 
 def test_epoch_time_is_the_median_with_the_first_epochs_excess_apart():

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from conftest import ROOT, hold_lock
-from lib import config, files, models, search, search_ray, studies, utils
+from lib import config, files, models, search, search_ray, utils, writeups
 
 # 1-2 stages of 4-8 channels: trials train in a fraction of a second. With max_params=20_000 a 1-stage design with
 # 1 x 1 pooling (a head over 32 x 32 x C features) is over budget, and pool 32 does not fit a 2-stage design's 16 x 16.
@@ -57,7 +57,7 @@ def without_seconds(rows):
 def test_formula_gives_notebook_03s_design_the_write_ups_count():
     design = {"channels": [32, 64, 128], "blocks": [4, 4, 3], "conv_kernels": [3, 3, 3], "skip_kernels": [1, 1, 1],
               "pool_kernel": None, "dropout": 0.1}
-    assert search.parameter_count(design) == studies.figure("03", "parameters")
+    assert search.parameter_count(design) == writeups.figure("03", "parameters")
 
 
 def test_formula_matches_numel_for_many_random_designs():

@@ -66,7 +66,7 @@ def figure(study, key):
     try:
         return STUDIES[study].figures[key].value
     except KeyError:
-        raise KeyError(f"study {study!r} publishes no figure {key!r}; see lib/studies.py") from None
+        raise KeyError(f"study {study!r} publishes no figure {key!r}; see lib/writeups.py") from None
 
 
 def published_points():

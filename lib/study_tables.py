@@ -1,4 +1,4 @@
-"""The tables and verdict built from studies 01's and 02's results; their recipes are on the notebooks' pages.
+"""Study 01's comparison table and verdict, study 02's experiment rows: what those notebooks build from their runs.
 
 Study 01 asks whether the two-layer net reaches 90% of ResNet34's accuracy; study 02 compares ResNet50 with and
 without CBAM, under cross-entropy and focal loss (EXPERIMENTS names the four).
@@ -7,9 +7,9 @@ from statistics import mean
 
 import pandas as pd
 
-from lib import studies, utils
+from lib import utils, writeups
 
-GOAL = studies.figure("01", "goal_pct_of_resnet34")  # study 01's target share of the baseline's accuracy
+GOAL = writeups.figure("01", "goal_pct_of_resnet34")  # study 01's target share of the baseline's accuracy
 # study 02's experiments, name -> (CBAM modules?, loss): the two factors of the write-up's comparisons
 EXPERIMENTS = {"resnet50_ce": (False, "ce"), "resnet50_focal": (False, "focal"),
                "cbam_ce": (True, "ce"), "cbam_focal": (True, "focal")}
