@@ -80,7 +80,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR) \
 	  --LabApp.default_url=/lab/tree/notebooks/03_cifar10_resnet.ipynb $(LAB_ARGS)
 
-# The GPU path (README, Running on a GPU): the wheels papermill needs for Python 3.12, the data, run.sh; then on the
+# The GPU path (docs/gpu.md): the wheels papermill needs for Python 3.12, the data, run.sh; then on the
 # GPU machine, from the repository root: bash .gpu-bundle/run.sh
 NOTEBOOK ?= 03
 DATA ?=

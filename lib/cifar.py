@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from . import augment
-from .utils import DEMO_SWITCH, README_DATA
+from .utils import DATA_DOC, DEMO_SWITCH
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -56,7 +56,7 @@ def _str_keys(d, path):
     """CIFAR pickles have bytes keys under encoding='bytes' and str keys under 'latin1': normalise to str."""
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a pickled dict (the CIFAR python format), got {type(d).__name__}. "
-                         f"Is this the right file? See {README_DATA}.")
+                         f"Is this the right file? See {DATA_DOC}.")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
@@ -70,7 +70,7 @@ def find_cifar_dir(root):
     raise FileNotFoundError(
         f"no CIFAR-10 batches under {root!r}. {DEMO_SWITCH} For the real data: {root}/cifar-10-batches-py/"
         "{data_batch_1..5, test_batch, batches.meta}; `make data` (python -m lib.fetch) downloads them when "
-        f"online. See {README_DATA}.")
+        f"online. See {DATA_DOC}.")
 
 
 def load_cifar_batch(path, num_classes=None):
@@ -78,7 +78,7 @@ def load_cifar_batch(path, num_classes=None):
     `num_classes` when given."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing CIFAR batch file {path!r}; the folder should hold data_batch_1..5 and "
-                                f"test_batch. See {README_DATA}.")
+                                f"test_batch. See {DATA_DOC}.")
     batch = _str_keys(safe_unpickle(path), path)
     data, labels = batch.get("data"), batch.get("labels", batch.get("fine_labels"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:

@@ -2,7 +2,7 @@
 and say where the sets that cannot be downloaded go.
 
 CIFAR-10 comes through `torchvision.datasets.CIFAR10(download=True)` (its MD5 checks, then our own reader) into the
-README's layout; ResNet50's ImageNet weights through torchvision's weights API into torch hub's cache (its SHA-256
+docs/data.md's layout; ResNet50's ImageNet weights through torchvision's weights API into torch hub's cache (its SHA-256
 prefix check). The course's ImageNet-mini and 100-class sets have no public download. Offline, every download
 fails within seconds with the same guidance, never a traceback.
 """
@@ -13,7 +13,7 @@ import os
 import re
 import socket
 
-from .utils import DEMO_SWITCH, README_DATA, repo_path
+from .utils import DATA_DOC, DEMO_SWITCH, repo_path
 
 SOURCES = ("cifar10", "resnet50")
 MANUAL = {  # set -> (folder, layout, notebook)
@@ -56,7 +56,7 @@ def fetch_cifar10(root="data/cifar10", timeout_s=20):
         raise FetchError(
             f"CIFAR-10: cannot download {cls.url} ({_reason(err)}). On a machine with internet, download it and "
             f"unpack it so that {os.path.join(root, cls.base_folder)}/ holds data_batch_1..5, test_batch and "
-            f"batches.meta (see {README_DATA}). {DEMO_SWITCH}") from None
+            f"batches.meta (see {DATA_DOC}). {DEMO_SWITCH}") from None
     x_train, _, x_test, _, classes = cifar.load_cifar10(root)
     with contextlib.suppress(FileNotFoundError):  # unpacked and verified: the 163 MB archive is not needed again
         os.remove(os.path.join(root, cls.filename))
@@ -115,7 +115,7 @@ def manual_status(root=None):
             lines.append(f"{name}: {len(classes)} classes found in {path}")
         except (OSError, ValueError):
             lines.append(f"{name} (notebook {notebook}): no public download. Put the course's copy at {path}/ as "
-                         f"{layout} (see {README_DATA}).")
+                         f"{layout} (see {DATA_DOC}).")
     return lines
 
 

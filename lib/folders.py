@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import datasets, transforms
 
-from .utils import DEMO_SWITCH, README_DATA
+from .utils import DATA_DOC, DEMO_SWITCH
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,7 +55,7 @@ def list_image_folder(root, split):
     path = os.path.join(root, split)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"missing folder {path!r}. {DEMO_SWITCH} For the real data: "
-                                f"{root}/{split}/<class>/<image files>; see {README_DATA}.")
+                                f"{root}/{split}/<class>/<image files>; see {DATA_DOC}.")
     ignored = []
     with os.scandir(path) as scan:
         entries = sorted(scan, key=lambda e: e.name)
@@ -63,7 +63,7 @@ def list_image_folder(root, split):
     classes = [e.name for e in entries if not is_clutter(e.name) and e.is_dir()]
     if not classes:
         raise FileNotFoundError(f"{path!r} holds no class folders: expected {path}/<class>/<image files>. "
-                                f"See {README_DATA}.")
+                                f"See {DATA_DOC}.")
     # a class folder may be a link (a set assembled from elsewhere), but not to the split or to another class
     real = {c: os.path.realpath(os.path.join(path, c)) + os.sep for c in classes}
     for c, target in sorted(real.items(), key=lambda item: not os.path.islink(os.path.join(path, item[0]))):
@@ -274,7 +274,7 @@ class FlatImageFolder(Dataset):
     def __init__(self, root, transform, skip_bad_images=False, decode_all=False):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"test folder {root!r} not found: expected a flat folder of images. "
-                                    f"See {README_DATA}.")
+                                    f"See {DATA_DOC}.")
         self.root, self.transform = root, transform
         with os.scandir(root) as scan:
             entries = sorted(scan, key=lambda e: e.name)

@@ -18,8 +18,9 @@ def _as_list(value, n, name):
 
 class Dropout(nn.Dropout):
     """nn.Dropout whose CPU mask is cut from 64-bit random words, four 16-bit draws each: 3-4x faster to draw than
-    torch's per-element bernoulli_, which took a third of the CIFAR ResNet's CPU training step (README,
-    Performance). The keep probability is exact to 2**-16; elsewhere (CUDA's fused kernel) it is nn.Dropout."""
+    torch's per-element bernoulli_, which took a third of the CIFAR ResNet's CPU training step
+    (docs/performance.md). The keep probability is exact to 2**-16; elsewhere (CUDA's fused kernel) it is
+    nn.Dropout."""
 
     def forward(self, x):
         dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)

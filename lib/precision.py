@@ -3,7 +3,7 @@
 A precision is one of "fp32", "bf16" or "fp16". bfloat16 keeps float32's range, so it needs no loss scaling; float16
 does (`grad_scaler`), and is the choice only on GPUs without native bfloat16 (before Ampere: T4, V100).
 On CPUs, bfloat16 autocast and channels_last were measured faster only together and only where the CPU computes
-bfloat16 natively (AVX-512 BF16 or AMX); elsewhere the CPU stays in float32, channels-first (README, Performance).
+bfloat16 natively (AVX-512 BF16 or AMX); elsewhere the CPU stays in float32, channels-first (docs/performance.md).
 """
 import contextlib
 

@@ -10,7 +10,7 @@ import torch
 
 from . import files
 
-README_DATA = "README.md, section 'Data'"
+DATA_DOC = "docs/data.md"
 DEMO_SWITCH = ('To run on lib.demo\'s data instead: profile = "demo" in the parameters cell '
                '(papermill: -p profile demo).')
 

@@ -87,15 +87,15 @@ def test_missing_data_directory_names_the_path_and_the_fix(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + r".*profile = \"demo\".*make data"):
         cifar.load_cifar10(missing)
-    with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "train")) + ".*README"):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "train")) + ".*docs/data.md"):
         folder_cache.folder_loaders(missing, image_size=16, batch_size=2)
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing)) + ".*flat folder of images"):
         folders.FlatImageFolder(missing, transforms.ToTensor())
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "t.pkl")) + ".*test_pickle"):
         cifar.load_unlabeled_cifar(missing / "t.pkl")
-    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*README"):  # the layout expected, and the README
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*docs/data.md"):  # the layout, and its page
         cifar.load_cifar10(missing)
-    with pytest.raises(FileNotFoundError, match="README"):
+    with pytest.raises(FileNotFoundError, match="docs/data.md"):
         folders.check_image_folders(tmp_path)
 
 
