@@ -1,4 +1,4 @@
-"""`python -m lib.grade SUBMISSIONS --notebooks 03 --profile demo`: rerun every submission's notebooks, check its claims.
+"""`python -m lib.grade SUBMISSIONS --notebooks 03 --profile demo`: rerun each submission's notebooks, check its claims.
 
 Each folder inside SUBMISSIONS is a checkout of this repository (a student's fork). For every submission, notebook
 and seed (a unit) the notebook runs with papermill in a subprocess of its own: working folder and PYTHONPATH the

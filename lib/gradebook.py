@@ -72,8 +72,7 @@ def unit_rows(unit, record, claimed, tolerance, why):
             for row in rows:
                 row["error"] = why  # why there is no claim: the file missing or off the schema
         return rows
-    verdict = HTML_SIGNATURE = "<!-- gradebook written by python -m lib.grade -->"
-STATUS_VERDICTS.get(record["status"], record["status"])
+    verdict = STATUS_VERDICTS.get(record["status"], record["status"])
     return [{**base, "metric": metric, "claimed": (claimed or {}).get(metric), "rerun": None, "difference": None,
              "tolerance": tolerance(metric)[0], "tolerance_from": tolerance(metric)[1], "within_tolerance": False,
              "verdict": verdict} for metric in sorted(claimed or {"—": None})]

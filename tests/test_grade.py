@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
 
+from conftest import ROOT
 from lib import grade, seeds
 
 pytestmark = pytest.mark.slow  # every test here reruns notebook 03 (or reads what the module's reruns wrote)
