@@ -122,7 +122,8 @@ def error_line(executed, log):
         for cell in cells:
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "error":
-                    return f"{output['ename']}: {output['evalue']}".splitlines()[0][:300]
+                    # the message's lines in one (a parameter check names the parameter on its second line)
+                    return " ".join(f"{output['ename']}: {output['evalue']}".split())[:300]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:

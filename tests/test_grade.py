@@ -28,10 +28,14 @@ def _env():
 def seed_runs(tmp_path_factory, demo_root):
     """Notebook 03's smoke run with seeds 0, 1 and 2 through `python -m lib.runbook --seeds`."""
     runs = tmp_path_factory.mktemp("seed_runs")
-    command = [sys.executable, "-m", "lib.runbook", "--profile", "smoke", "--runs", str(runs), "--seeds",
-               *map(str, SEEDS), str(ROOT / "notebooks" / f"{STEM}.ipynb")]
-    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    command = [sys.executable, "-m", "lib.runbook", str(ROOT / "notebooks" / f"{STEM}.ipynb"), "--profile", "smoke",
+               "--runs", str(runs), "--seeds"]
+    # two runbooks at once (seeds 0 and 1, then seed 2) keep the three runs within the CI budget on 2 cores
+    procs = [subprocess.Popen(command + [*map(str, part)], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for part in (SEEDS[:2], SEEDS[2:])]
+    for proc in procs:
+        output = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, output[-3000:]
     return runs
 
 
@@ -120,6 +124,8 @@ def test_gradebook_flags_the_doctored_and_the_broken_submission(submissions, tmp
     out = tmp_path_factory.mktemp("grades") / "sequential"
     assert grade_into(out, submissions) == 1
     check_book(out, submissions)
+    # same seed, same machine, same code: the honest claim is reproduced exactly
+    assert all(float(r["difference"]) == 0 for r in read_book(out) if r["submission"] == "honest")
     markers = sorted(out.glob("runs/*/seed0/*.done.json"))
     assert len(markers) == 3
     stamps = [m.stat().st_mtime_ns for m in markers]
