@@ -90,13 +90,18 @@ def headline_values(by_seed):
     return dict(sorted(values.items()))
 
 
+def headline_lists(folder):
+    """{study folder: {metric: [value per seed]}} over the seeds of `folder`; a plain runs folder: one value each."""
+    if seed_dirs(folder):
+        return {stem: {m: list(v.values()) for m, v in headline_values(by_seed).items()}
+                for stem, by_seed in gather(folder).items()}
+    return {stem: {m: [v] for m, v in headline.items()} for stem, headline in compare.read_headlines(
+        os.fspath(folder)).items()}
+
+
 def headline_stats(folder):
     """{study folder: {metric: Stat}} over the seeds of `folder`; a plain runs folder counts as one run each."""
-    if seed_dirs(folder):
-        return {stem: {m: stat(v.values()) for m, v in headline_values(by_seed).items()}
-                for stem, by_seed in gather(folder).items()}
-    return {stem: {m: stat([v]) for m, v in headline.items()} for stem, headline in compare.read_headlines(
-        os.fspath(folder)).items()}
+    return {stem: {m: stat(v) for m, v in metrics.items()} for stem, metrics in headline_lists(folder).items()}
 
 
 def fmt_stat(s, metric):

@@ -35,7 +35,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--compare"]:
         return compare.main(argv[1:])
-    print("\n".join(summarize(argv[0] if argv else repo_path("runs/demo"))))
+    folder = argv[0] if argv else repo_path("runs/demo")
+    from lib import seeds
+    # a folder of seed<N>/ runs (python -m lib.runbook --seeds): each headline as mean ± std (n), and the verdicts
+    print("\n".join(seeds.stats_lines(folder) if seeds.seed_dirs(folder) else summarize(folder)))
     return 0
 
 
