@@ -146,7 +146,8 @@ def run_unit(unit, profile, out, data, time_limit, threads=None):
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     params_file = os.path.join(os.path.dirname(out_dir), f".{stem}.parameters.yaml")
     files.atomic_write_text(params_file, yaml.safe_dump(parameters(root, stem, profile, seed, out_dir, data)))
-    env = {**os.environ, "PYTHONPATH": os.path.abspath(root), "TQDM_DISABLE": "1"}
+    # the submission's own lib first; no __pycache__ written into the submission
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(root), "TQDM_DISABLE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     command = [sys.executable, "-m", "papermill", os.path.join(root, "notebooks", f"{stem}.ipynb"), executed,

@@ -17,6 +17,7 @@ from lib import grade, seeds
 pytestmark = pytest.mark.slow  # every test here reruns notebook 03 (or reads what the module's reruns wrote)
 STEM = "03_cifar10_resnet"
 SEEDS = [0, 1, 2]
+SNAPSHOTS = {}  # submissions folder -> its files before grading
 
 
 def _env():
@@ -74,7 +75,13 @@ def submissions(tmp_path_factory, seed_runs):
         claim(checkout(subs / name), metrics, doctor if name == "doctored" else None)
     config = subs / "broken" / "configs" / STEM / "smoke.yaml"
     config.write_text(config.read_text() + "lr: -1.0\n")  # the notebook's parameter check raises on it
+    SNAPSHOTS[str(subs)] = snapshot(subs)
     return subs
+
+
+def snapshot(folder):
+    """{path: (size, modification time)} of everything under folder, to see that nothing was written there."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
 def read_book(out):
@@ -104,7 +111,7 @@ def check_book(out, subs):
     assert broken and all(r["verdict"] == "run failed" and r["rerun"] == "" for r in broken)
     assert "lr" in broken[0]["error"] and os.path.isfile(broken[0]["executed_notebook"])
     assert "DIFFERS" in (out / "gradebook.html").read_text()
-    assert not any(p.name.startswith("seed") for p in (subs / "honest").rglob("*"))  # nothing written there
+    assert snapshot(subs) == SNAPSHOTS[str(subs)], "the grader wrote into a submission"
 
 
 def test_seed_statistics_match_a_hand_computation(seed_runs):
