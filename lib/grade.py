@@ -5,7 +5,8 @@ and seed (a unit) the notebook runs with papermill in a subprocess of its own: w
 submission's root, so it imports the submission's own `lib`; `-p profile <profile> -p seed <N>`; its out_dir, the
 executed notebook and the log inside the grader's --out folder (nothing is written into a submission); data paths
 of the profile that start with data/ are read from --data (default: this checkout's data/). A unit past
---time-limit is killed with everything it started. The rerun's headline is compared with what the submission
+--time-limit is killed with everything it started. On the CPU a rerun uses the thread count the claim recorded
+(its environment.cpu_threads): results depend on it. The rerun's headline is compared with what the submission
 committed in results/<profile>/<notebook>/metrics.json (lib.results' schema), within the tolerances of --tolerances,
 else the submission's results/<profile>/tolerances.yaml, else DEFAULT_TOLERANCE (lib.gradebook).
 
@@ -148,8 +149,12 @@ def run_unit(unit, profile, out, data, time_limit, threads=None):
     files.atomic_write_text(params_file, yaml.safe_dump(parameters(root, stem, profile, seed, out_dir, data)))
     # the submission's own lib first; no __pycache__ written into the submission
     env = {**os.environ, "PYTHONPATH": os.path.abspath(root), "TQDM_DISABLE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    # CPU arithmetic depends on the thread count (a smoke run with 1 thread lands points away from one with 2), so
+    # a rerun uses the count the claim recorded; without a claim, what it was given (Ray: its CPUs)
+    threads = claimed_threads(root, profile, stem) or threads
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    record["threads"] = threads
     command = [sys.executable, "-m", "papermill", os.path.join(root, "notebooks", f"{stem}.ipynb"), executed,
                "-f", params_file, "--cwd", os.path.abspath(root), "--no-progress-bar", "--log-level", "ERROR"]
     started = time.perf_counter()
@@ -161,8 +166,21 @@ def run_unit(unit, profile, out, data, time_limit, threads=None):
         except subprocess.TimeoutExpired:
             kill_tree(proc)
             code = None
+        except BaseException:  # Ctrl-C or a stopped Ray worker: its own session would outlive the grader
+            kill_tree(proc)
+            raise
     record.update(seconds=round(time.perf_counter() - started, 1), executed=executed, ended=time.time())
     return finish_record(record, code, out_dir, executed, log, time_limit)
+
+
+def claimed_threads(root, profile, stem):
+    """The CPU threads the submission's claimed run used (its metrics.json's environment), or None."""
+    try:
+        threads = results.read(os.path.join(root, "results", profile, stem, results.FILE_NAME)).environment.get(
+            "cpu_threads")
+    except results.ResultsError:
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
 def finish_record(record, code, out_dir, executed, log, time_limit):

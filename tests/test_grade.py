@@ -179,3 +179,15 @@ def _cmdline(pid):
             return fh.read()
     except OSError:
         return b""
+
+
+def test_the_report_shows_mean_and_std_for_a_study_run_with_several_seeds(seed_runs, tmp_path):
+    import papermill
+    executed = tmp_path / "report.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "05_results_report.ipynb"), str(executed),
+                               parameters={"profile": "smoke", "runs_dir": str(seed_runs / "seed0"),
+                                           "out_dir": str(tmp_path / "report")}, log_output=False, progress_bar=False)
+    shown = executed.read_text()
+    mean = statistics.fmean(json.loads((seed_runs / f"seed{s}" / STEM / "metrics.json").read_text())["headline"]
+                            ["test_acc"] for s in SEEDS)
+    assert "(n=3)" in shown and f"{mean:.2%} ± " in shown and "Seeds 0, 1, 2" in shown
