@@ -90,6 +90,8 @@ def _descendants(pid):
     """Every process started, directly or not, by `pid` (the kernel sits in a session of its own)."""
     children = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
         try:
             with open(f"/proc/{entry}/stat") as fh:
                 ppid = int(fh.read().rsplit(")", 1)[1].split()[1])

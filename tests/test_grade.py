@@ -153,9 +153,9 @@ def test_gradebook_through_ray_runs_two_reruns_at_once(submissions, tmp_path_fac
         "the two full reruns did not overlap: Ray ran them one after another"
 
 
-def test_a_hanging_rerun_is_cut_at_the_time_limit_and_gets_its_row(submissions, tmp_path):
+def test_a_hanging_rerun_is_cut_at_the_time_limit_and_gets_its_row(demo_root, tmp_path):
     subs = tmp_path / "subs"
-    shutil.copytree(submissions / "honest", subs / "hangs")
+    checkout(subs / "hangs")  # with no claimed results either: its row says both
     path = subs / "hangs" / "notebooks" / f"{STEM}.ipynb"
     notebook = json.loads(path.read_text())
     at = next(i for i, c in enumerate(notebook["cells"]) if "parameters" in c["metadata"].get("tags", []))
@@ -167,7 +167,8 @@ def test_a_hanging_rerun_is_cut_at_the_time_limit_and_gets_its_row(submissions, 
                        "--time-limit", "15"]) == 1
     assert time.perf_counter() - started < 45
     rows = read_book(tmp_path / "out")
-    assert rows and all(r["verdict"] == "timed out" and "time limit" in r["error"] for r in rows)
+    assert len(rows) == 1 and rows[0]["verdict"] == "timed out" and "time limit" in rows[0]["error"]
+    assert rows[0]["claimed"] == "" and rows[0]["within_tolerance"] == "False"
     left = [pid for pid in grade._descendants(os.getpid()) if b"ipykernel" in _cmdline(pid)]
     assert not left, "the killed rerun left its kernel behind"
 
