@@ -160,7 +160,7 @@ def run_unit(unit, profile, out, data, time_limit, threads=None):
     command = [sys.executable, "-m", "papermill", os.path.join(root, "notebooks", f"{stem}.ipynb"), executed,
                "-f", params_file, "--cwd", os.path.abspath(root), "--no-progress-bar", "--log-level", "ERROR"]
     started = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as fh:
+    with files.atomic_open(log, "w", encoding="utf-8") as fh:  # while it runs: the .tmp-*-<stem>.log beside it
         proc = subprocess.Popen(command, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
