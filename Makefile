@@ -8,7 +8,8 @@ RUNS := runs/$(PROFILE)
 STUDIES := $(filter-out %05_results_report.ipynb,$(sort $(wildcard notebooks/0*.ipynb)))
 PYTEST_ARGS ?=
 
-.PHONY: help setup data demo-data run report reproduce check-results test test-fast test-compat gpu-bundle lab bench clean
+.PHONY: help setup data demo-data run report reproduce check-results grade test test-fast test-compat gpu-bundle lab bench \
+  clean
 
 help:
 	@echo "make data    download CIFAR-10 and ResNet50's ImageNet weights; say where the other data sets go"
@@ -20,6 +21,8 @@ help:
 	@echo "make bench   speed benchmarks (ratios against the naive pipelines)"
 	@echo "make reproduce PROFILE=cpu   every study and the report on real data, copied to results/cpu/"
 	@echo "make check-results PROFILE=cpu   does runs/cpu reproduce results/cpu within tolerance?"
+	@echo "make reproduce PROFILE=cpu SEEDS=\"0 1 2\"   once per seed into runs/cpu/seed<N>/: mean ± std (n)"
+	@echo "make grade SUBMISSIONS=dir [NOTEBOOKS=03] [PROFILE=demo]   rerun each submission, gradebook in grades/"
 	@echo "make gpu-bundle NOTEBOOK=03 [DATA=...]   what a GPU machine without papermill needs, in .gpu-bundle/"
 	@echo "make test-compat   the oldest supported torch (2.11 / torchvision 0.26): unit tests, notebook 03's smoke"
 	@echo "                   run, and the GPU bundle's dry run in a torch-only environment (several GB, minutes)"
@@ -50,21 +53,36 @@ run: demo-data
 	@if [ -f notebooks/05_results_report.ipynb ]; then $(MAKE) --no-print-directory report; fi
 	$(PY) -m lib.summary $(RUNS)
 
+# with SEEDS the report reads the first seed's runs and sets every figure's mean ± std (n) over the seeds beside them
+REPORT_RUNS = $(if $(SEEDS),$(RUNS)/seed$(firstword $(SEEDS)),$(RUNS))
 report: setup
-	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) notebooks/05_results_report.ipynb
-	$(VENV)/bin/jupyter nbconvert --log-level ERROR --to html --no-input $(RUNS)/05_results_report.ipynb \
+	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(REPORT_RUNS) notebooks/05_results_report.ipynb
+	$(VENV)/bin/jupyter nbconvert --log-level ERROR --to html --no-input $(REPORT_RUNS)/05_results_report.ipynb \
 	  --output report.html --output-dir $(RUNS)
 
 # The reference results: every study on real data (`make data`), the report, then the copy committed under
 # results/$(PROFILE)/ (no checkpoints). Interrupted? Run it again: finished studies are skipped, partial ones resume.
+# SEEDS="0 1 2": each study once per seed into $(RUNS)/seed<N>/, all published (results/$(PROFILE)/seed<N>/), and the
+# seed statistics printed; `python -m lib.seeds $(RUNS) --tolerances FILE` derives tolerances from the spread.
+SEEDS ?=
 reproduce: setup
-	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) $(if $(FRESH),--fresh)
+	$(PY) -m lib.runbook --profile $(PROFILE) --runs $(RUNS) $(if $(FRESH),--fresh) $(if $(SEEDS),--seeds $(SEEDS))
 	$(MAKE) --no-print-directory report
-	$(PY) -m lib.publish $(RUNS) results/$(PROFILE) --studies $(notdir $(basename $(STUDIES)))
+	$(PY) -m lib.publish $(RUNS) results/$(PROFILE) --studies $(if $(SEEDS),$(foreach s,$(SEEDS),\
+	  $(addprefix seed$(s)/,$(notdir $(basename $(STUDIES))))),$(notdir $(basename $(STUDIES))))
+	$(if $(SEEDS),$(PY) -m lib.seeds $(RUNS))
 
 # a rerun (yours, a student's) against the committed reference, metric by metric, within stated tolerances
 check-results: setup
 	$(PY) -m lib.compare results/$(PROFILE) $(RUNS)
+
+# Rerun every submission (a folder of checkouts) and check its committed results/$(PROFILE)/: grades/gradebook.csv
+# and .html. The submissions' notebooks run with your rights: grade in a container or a throwaway machine.
+SUBMISSIONS ?= submissions
+NOTEBOOKS ?= 03
+GRADE_ARGS ?=
+grade: demo-data
+	$(PY) -m lib.grade $(SUBMISSIONS) --notebooks $(NOTEBOOKS) --profile $(PROFILE) --out grades $(GRADE_ARGS)
 
 test: demo-data
 	$(PY) -m ruff check lib bench tests

@@ -10,7 +10,9 @@ metric). Tolerances live beside the reference, in `<reference>/tolerances.yaml`:
       test_acc: 0.02   # how far a rerun may land; how it was measured goes in a comment
 
 A metric without a tolerance must match exactly (counts such as the number of designs searched). `--studies 03`
-checks only the studies named (by folder name or number), for a rerun of one notebook.
+checks only the studies named (by folder name or number), for a rerun of one notebook. A folder of seed<N>/ folders
+(`python -m lib.runbook --seeds`) is shown as mean ± std (n) and every seed must land within tolerance
+(lib/seeds_report.py).
 """
 import argparse
 import glob
@@ -140,6 +142,9 @@ def main(argv=None):
     parser.add_argument("--tolerances", help="default: <reference>/tolerances.yaml")
     parser.add_argument("--studies", nargs="*", default=[], help="only these studies, e.g. 03 (default: all)")
     args = parser.parse_args(argv)
+    from lib import seeds, seeds_report  # seeds imports this module
+    if seeds.seed_dirs(args.reference) or seeds.seed_dirs(args.rerun):  # several seeds: mean ± std (n)
+        return seeds_report.compare_seeds(args)
     reference = read_headlines(args.reference)
     if not reference:
         raise SystemExit(f"{args.reference}: no <study>/metrics.json to compare against")

@@ -3,7 +3,9 @@
 Each notebook runs with `-p profile <profile> -p out_dir <runs>/<stem>` into `<runs>/<stem>.ipynb`; what it prints
 (the parameters, one line per finished epoch, its results) streams to the terminal, without papermill's per-cell
 bar or the kernel's start-up log. On a second call a study that finished (its metrics.json exists) is skipped and a
-partial one resumed; `--fresh` runs every notebook again with overwrite=True.
+partial one resumed; `--fresh` runs every notebook again with overwrite=True. `--seeds 0 1 2` runs each notebook
+once per seed (`-p seed N`) into `<runs>/seed<N>/<stem>`, skipping finished ones the same way; `python -m lib.seeds`
+turns those into mean ± standard deviation (n).
 
 It works from any folder: the default runs folder (runs/<profile>) and the study notebooks are found under the
 repository root; a --runs or notebook path you give is taken from your current folder, as any command's argument is.
@@ -58,26 +60,19 @@ def run_one(notebook, parameters, output):
     return None
 
 
-def main(argv=None):
-    """Run the notebooks given (default: every study) on a profile; exit 1 at the first failure."""
-    parser = argparse.ArgumentParser(prog="python -m lib.runbook", description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", help="default: every study notebook (01-04)")
-    parser.add_argument("--profile", default="demo", help="configs/<notebook>/<profile>.yaml (default: demo)")
-    parser.add_argument("--runs", help="folder for the runs (default: runs/<profile>)")
-    parser.add_argument("--fresh", action="store_true", help="run finished studies again (overwrite=True)")
-    args = parser.parse_args(argv)
-    # no widget frontend is attached to a headless kernel: bars would be saved as dead widgets ("model not found")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    # absolute, so the notebook (which anchors relative paths at the repository root) writes where this checks
-    runs = os.path.abspath(args.runs) if args.runs else repo_path(os.path.join("runs", args.profile))
+def run_all(notebooks, profile, runs, fresh=False, seed=None):
+    """Run notebooks in order into runs (skipping finished ones, resuming partial ones); 1 at the first failure."""
     os.makedirs(runs, exist_ok=True)
-    for notebook in [os.path.abspath(n) for n in args.notebooks] or studies():
+    for notebook in notebooks:
         stem = os.path.splitext(os.path.basename(notebook))[0]
-        parameters, skip = plan(notebook, args.profile, runs, args.fresh)
+        parameters, skip = plan(notebook, profile, runs, fresh)
+        label = profile if seed is None else f"{profile}, seed {seed}"
         if skip:
-            print(f"== {stem}: {skip}", flush=True)
+            print(f"== {stem} ({label}): {skip}", flush=True)
             continue
-        print(f"== {stem} ({args.profile}" + (", resuming" if parameters.get("resume") else "") + ")", flush=True)
+        if seed is not None and "seed" in parameters_of(notebook):
+            parameters["seed"] = seed
+        print(f"== {stem} ({label}" + (", resuming" if parameters.get("resume") else "") + ")", flush=True)
         started = time.perf_counter()
         error = run_one(notebook, parameters, os.path.join(runs, f"{stem}.ipynb"))
         if error:
@@ -87,6 +82,33 @@ def main(argv=None):
         print(f"== {stem} done in {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
+
+def parameters_of(notebook):
+    """The names a notebook's parameters cell declares."""
+    import papermill
+    return set(papermill.inspect_notebook(notebook))
+
+
+def main(argv=None):
+    """Run the notebooks given (default: every study) on a profile, once per seed if given; exit 1 at a failure."""
+    parser = argparse.ArgumentParser(prog="python -m lib.runbook", description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="default: every study notebook (01-04)")
+    parser.add_argument("--profile", default="demo", help="configs/<notebook>/<profile>.yaml (default: demo)")
+    parser.add_argument("--runs", help="folder for the runs (default: runs/<profile>)")
+    parser.add_argument("--fresh", action="store_true", help="run finished studies again (overwrite=True)")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="N",
+                        help="run each notebook once per seed, into <runs>/seed<N>/ (python -m lib.seeds reads them)")
+    args = parser.parse_args(argv)
+    # no widget frontend is attached to a headless kernel: bars would be saved as dead widgets ("model not found")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    # absolute, so the notebook (which anchors relative paths at the repository root) writes where this checks
+    runs = os.path.abspath(args.runs) if args.runs else repo_path(os.path.join("runs", args.profile))
+    notebooks = [os.path.abspath(n) for n in args.notebooks] or studies()
+    for seed in args.seeds or [None]:
+        folder = runs if seed is None else os.path.join(runs, f"seed{seed}")
+        if run_all(notebooks, args.profile, folder, args.fresh, seed):
+            return 1
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

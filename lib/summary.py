@@ -32,11 +32,14 @@ def summarize(runs_dir):
 
 
 def main(argv=None):
-    """Print the summary for the folder given (default runs/demo)."""
+    """Print the summary for the folder given (default runs/demo); a folder of seed<N>/ runs as mean ± std (n)."""
     parser = argparse.ArgumentParser(prog="python -m lib.summary", description=__doc__.splitlines()[0],
                                      epilog="A rerun against a reference: python -m lib.compare REFERENCE RERUN")
     parser.add_argument("runs_dir", nargs="?", default=repo_path("runs/demo"), help="default: runs/demo")
-    print("\n".join(summarize(parser.parse_args(argv).runs_dir)))
+    folder = parser.parse_args(argv).runs_dir
+    from lib import seeds
+    # a folder of seed<N>/ runs (python -m lib.runbook --seeds): each headline as mean ± std (n), and the verdicts
+    print("\n".join(seeds.stats_lines(folder) if seeds.seed_dirs(folder) else summarize(folder)))
     return 0
 
 
