@@ -25,6 +25,8 @@ import yaml
 
 from lib import results
 
+from . import utils
+
 
 @dataclass
 class Row:
@@ -164,4 +166,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(utils.run_command(main, "python -m lib.compare"))

@@ -14,12 +14,14 @@ import csv
 import json
 import pickle
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from . import utils
 from .demo_images import class_styles, render_batch, render_image
 from .progress import tqdm
 
@@ -321,4 +323,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(utils.run_command(main, "python -m lib.demo"))

@@ -12,8 +12,9 @@ import hashlib
 import os
 import re
 import socket
+import sys
 
-from .utils import DATA_DOC, DEMO_SWITCH, repo_path
+from .utils import DATA_DOC, DEMO_SWITCH, repo_path, run_command
 
 SOURCES = ("cifar10", "resnet50")
 MANUAL = {  # set -> (folder, layout, notebook)
@@ -143,5 +144,5 @@ def main(argv=None):
     return 1 if failed else 0
 
 
-if __name__ == "__main__":  # `python -m lib.fetch [cifar10] [resnet50]`
-    raise SystemExit(main())
+if __name__ == "__main__":
+    sys.exit(run_command(main, "python -m lib.fetch"))

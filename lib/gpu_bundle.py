@@ -27,7 +27,7 @@ import zipfile
 import yaml
 
 from . import files
-from .utils import repo_path, repo_root
+from .utils import repo_path, repo_root, run_command
 
 BUNDLE = ".gpu-bundle"  # git-ignored
 LIMIT_MIB = 64.0
@@ -307,4 +307,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, "python -m lib.gpu_bundle"))

@@ -29,6 +29,8 @@ import yaml
 from lib import files, gradebook, results
 from lib.utils import repo_path
 
+from . import utils
+
 PROFILES = ("smoke", "demo", "cpu")
 
 
@@ -278,4 +280,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(utils.run_command(main, "python -m lib.grade"))

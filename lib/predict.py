@@ -3,6 +3,7 @@ import argparse
 import csv
 import io
 import os
+import sys
 import warnings
 
 import torch
@@ -10,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from . import folders, models, train
 from .files import atomic_torch_save, atomic_write_text, check_not_source, check_replaceable, lock_path_for, locked
-from .utils import resolve_device
+from .utils import resolve_device, run_command
 
 # a first character a spreadsheet reads as a formula (=, +, -, @) or that it strips (tab, CR): the cell would not
 # hold the file name as it is
@@ -280,4 +281,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, "python -m lib.predict"))

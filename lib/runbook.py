@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from .utils import repo_path
+from .utils import repo_path, run_command
 
 REPORT = "05_results_report"
 # the kernel's own log (e.g. "Kernel is running over TCP without encryption") says nothing a student can act on
@@ -111,4 +111,4 @@ def main(argv=None):
     return 0
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, "python -m lib.runbook"))

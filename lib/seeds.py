@@ -19,6 +19,8 @@ from typing import Optional
 
 from lib import compare, files, results
 
+from . import utils
+
 SEED_FOLDER = re.compile(r"^seed(\d+)$")
 TOLERANCE_SIGNATURE = "# Tolerances derived from the seed spread by `python -m lib.seeds`"
 TOLERANCE_FACTOR = 2.5
@@ -217,4 +219,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(utils.run_command(main, "python -m lib.seeds"))

@@ -10,6 +10,8 @@ import sys
 from lib import results, tables
 from lib.utils import repo_path
 
+from . import utils
+
 
 def summary_line(path):
     """One run's line: its notebook, headline figures, data kind, epochs and device (or why it cannot be read)."""
@@ -44,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(utils.run_command(main, "python -m lib.summary"))

@@ -3,6 +3,7 @@ import io
 import os
 import platform
 import random
+import sys
 import tempfile
 
 import numpy as np
@@ -177,3 +178,13 @@ def start_run(cfg, out_dir, *, resume=False, overwrite=False):
     print(f"outputs -> {out_dir}")
     return out_dir
 
+
+def run_command(main, prog):
+    """Run a `python -m lib.<name>` entry point: a ValueError or OSError (whose message names the file and the fix)
+    ends it with that message and exit status 1 instead of a traceback."""
+    try:
+        status = main()
+    except (ValueError, OSError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    return status if isinstance(status, int) else 0
