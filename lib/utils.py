@@ -1,4 +1,5 @@
 """Seeds, devices, model sizes, environment facts, repository paths, and claiming a run folder."""
+import datetime
 import io
 import os
 import platform
@@ -75,7 +76,8 @@ def environment():
     import torchvision
     info = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu_model(),
-            "cpu_threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpu": None}
+            "cpu_threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpu": None,
+            "date": datetime.date.today().isoformat()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
