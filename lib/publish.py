@@ -8,8 +8,9 @@ kept; a folder publish never filled, or one that is, holds or lies inside the ru
 
 Published files name no absolute path of the machine that made them: in every text file the repository root becomes
 a relative path and the home directory `~` as it is copied, and a path of the machine left after that (under the home,
-the temporary folder, /home, /Users, /root) stops the publish, naming the file and line. `--relativize results/cpu
---root <checkout that made them>` does the same to a folder published before, in place, one atomic write per file.
+the temporary folder, /home, /Users, /root, another checkout's runs/ or data/) stops the publish, naming the file and
+line. `--relativize results/cpu --root <checkout that made them>` does the same to a folder published before, in
+place, one atomic write per file.
 """
 import argparse
 import json
@@ -55,6 +56,7 @@ def machine_paths(text, prefixes):
     """(line number, excerpt) of each absolute path of a machine left in text: its prefixes or a user area."""
     needles = [re.escape(p) + r"(?:/|(?![\w.\-]))" for p, _ in prefixes]
     needles += [re.escape(area) for area in (tempfile.gettempdir().rstrip("/") + "/", *USER_AREAS)]
+    needles.append(r"/[\w.\-/]*?/(?:runs|data|results|notebooks|configs)/")  # another checkout of this repository
     pattern = re.compile(r"(?<![\w.\-~/])(?:" + "|".join(needles) + ")")
     found = []
     for number, line in enumerate(text.splitlines(), 1):

@@ -77,10 +77,12 @@ def test_publish_writes_paths_relative_to_the_checkout_and_home(tmp_path):
 
 def test_publish_refuses_a_path_of_the_machine_it_cannot_rewrite(tmp_path):
     runs, prefixes = make_run_with_paths(tmp_path)
-    (tmp_path / "checkout" / "runs" / "cpu" / "03_cifar10_resnet" / "log.txt").write_text("a\nsaved /home/bob/x.pt\n")
-    with pytest.raises(SystemExit, match=r"03_cifar10_resnet/log.txt:2: /home/bob/x.pt"):
-        publish.publish(runs, str(tmp_path / "results"), prefixes=prefixes)
-    assert not os.path.exists(tmp_path / "results")
+    log = tmp_path / "checkout" / "runs" / "cpu" / "03_cifar10_resnet" / "log.txt"
+    for line, found in (("saved /home/bob/x.pt", "/home/bob/x.pt"), ("from /srv/old-clone/runs/cpu", "/srv/old-clone")):
+        log.write_text(f"a\n{line}\nsee https://example.org/data/x\n")
+        with pytest.raises(SystemExit, match=f"03_cifar10_resnet/log.txt:2: {found}"):
+            publish.publish(runs, str(tmp_path / "results"), prefixes=prefixes)
+        assert not os.path.exists(tmp_path / "results")
 
 
 def test_relativize_rewrites_published_files_in_place_and_keeps_the_rest(tmp_path):
