@@ -166,7 +166,7 @@ def test_a_missing_demo_set_is_written_on_the_spot_and_its_advice_never_repeats_
     root = tmp_path / "data" / "demo" / "cifar10"
     assert cifar.find_cifar_dir(str(root)) == str(root / "cifar-10-batches-py")  # written here, in seconds
     assert "data/demo/cifar10 is missing: writing lib.demo's synthetic cifar10" in capsys.readouterr().out
-    (root / "cifar-10-batches-py" / "batches.meta").unlink()  # written before, damaged since: not rewritten behind the student's back
+    (root / "cifar-10-batches-py" / "batches.meta").unlink()  # damaged since: not rewritten behind the student's back
     with pytest.raises(FileNotFoundError) as err:
         cifar.find_cifar_dir(str(root))
     assert "make demo-data" in str(err.value) and 'profile = "demo"' not in str(err.value)
