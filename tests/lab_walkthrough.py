@@ -54,8 +54,8 @@ def run_notebook(page, port, stem, shots, timeout_s):
     page.keyboard.press("Enter")
     page.keyboard.type('profile = "demo"')
     page.keyboard.press("Escape")
-    page.click("text=Run >> nth=0")
-    page.click("text=Run All Cells")
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
     start, verdict = time.time(), None
     while time.time() - start < timeout_s and verdict is None:
         page.wait_for_timeout(2000)
