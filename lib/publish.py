@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 
-from .files import atomic_write_json, atomic_write_text, check_not_source, recover_replace, replace_tree
+from .files import atomic_open, atomic_write_json, atomic_write_text, check_not_source, recover_replace, replace_tree
 from .utils import repo_root
 
 KEPT_SUFFIXES = (".json", ".csv", ".png", ".ipynb", ".html", ".txt", ".yaml")
@@ -139,7 +139,7 @@ def _copy_neutral(source, dest, prefixes):
         return
     with open(source, encoding="utf-8", errors="surrogateescape") as fh:
         text = fh.read()
-    with open(dest, "w", encoding="utf-8", errors="surrogateescape") as fh:
+    with atomic_open(dest, "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(neutral_text(text, prefixes))
     shutil.copystat(source, dest)  # lib.report compares a notebook's and its metrics.json's times
 
