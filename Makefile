@@ -16,7 +16,7 @@ help:
 	@echo "make run     set up .venv, write demo data, run every notebook on the '$(PROFILE)' profile into $(RUNS)/"
 	@echo "make test    set up, lint (ruff), then the whole test suite (unit tests + every notebook on smoke parameters)"
 	@echo "make test-fast   the unit tests only (no notebook runs, no subprocess training): about a minute"
-	@echo "make lab     JupyterLab on the same environment"
+	@echo "make lab     JupyterLab on the same environment (writes the demo data first)"
 	@echo "make report  build $(RUNS)/report.html from the runs"
 	@echo "make bench   speed benchmarks (ratios against the naive pipelines)"
 	@echo "make reproduce PROFILE=cpu   every study and the report on real data, copied to results/cpu/"
@@ -27,9 +27,14 @@ help:
 	@echo "make test-compat   the oldest supported torch (2.11 / torchvision 0.26): unit tests, notebook 03's smoke"
 	@echo "                   run, and the GPU bundle's dry run in a torch-only environment (several GB, minutes)"
 
+# the first `make lab`/`make run` installs for minutes: say so, and let pip show its downloads (no -q)
 $(VENV)/.installed: requirements.txt pyproject.toml
+	@echo "==> First run: installing this project's packages into $(VENV) (requirements.txt: torch, torchvision,"
+	@echo "    JupyterLab, papermill, pandas, matplotlib...). pip downloads about 6 GB: torch's default wheels bring"
+	@echo "    CUDA libraries even on a machine without a GPU. Allow 4 minutes on a fast connection, more on a slow"
+	@echo "    one; later runs skip this step."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -r requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	touch $@
 
@@ -92,9 +97,10 @@ test: demo-data
 test-fast: demo-data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# the repository root is the file browser's root (configs/ and runs/ in view); notebook 03 opens first
+# the repository root is the file browser's root (configs/ and runs/ in view); notebook 03 opens first; the demo
+# data is written first, so `profile = "demo"` runs on a fresh clone
 LAB_ARGS ?=
-lab: setup
+lab: demo-data
 	$(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir=$(CURDIR) \
 	  --LabApp.default_url=/lab/tree/notebooks/03_cifar10_resnet.ipynb $(LAB_ARGS)
 

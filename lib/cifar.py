@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from . import augment
-from .utils import DATA_DOC, DEMO_SWITCH
+from .utils import DATA_DOC, missing_data_advice
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -63,14 +63,19 @@ def _str_keys(d, path):
 # ---------------------------------------------------------------- CIFAR-10
 
 def find_cifar_dir(root):
-    """Return the folder holding the CIFAR python batches: `root` itself or `root/cifar-10-batches-py`."""
-    for candidate in (os.path.join(root, "cifar-10-batches-py"), root):
-        if os.path.isfile(os.path.join(candidate, "batches.meta")):
-            return candidate
-    raise FileNotFoundError(
-        f"no CIFAR-10 batches under {root!r}. {DEMO_SWITCH} For the real data: {root}/cifar-10-batches-py/"
-        "{data_batch_1..5, test_batch, batches.meta}; `make data` (python -m lib.fetch) downloads them when "
-        f"online. See {DATA_DOC}.")
+    """Return the folder holding the CIFAR python batches: `root` itself or `root/cifar-10-batches-py`.
+
+    Under data/demo a missing set is lib.demo's to write, so it is written here (seconds), saying so.
+    """
+    from .demo import write_if_missing
+    for _ in range(2):
+        for candidate in (os.path.join(root, "cifar-10-batches-py"), root):
+            if os.path.isfile(os.path.join(candidate, "batches.meta")):
+                return candidate
+        if not write_if_missing(root):
+            break
+    layout = f"{root}/cifar-10-batches-py/{{data_batch_1..5, test_batch, batches.meta}}"
+    raise FileNotFoundError(f"no CIFAR-10 batches under {root!r}. {missing_data_advice(root, layout)}")
 
 
 def load_cifar_batch(path, num_classes=None):

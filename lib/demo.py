@@ -12,6 +12,7 @@ small CNN learns the classes quickly but cannot just memorise pixels.
 import argparse
 import csv
 import json
+import os
 import pickle
 import shutil
 import sys
@@ -24,6 +25,7 @@ from PIL import Image
 from . import utils
 from .demo_images import class_styles, render_batch, render_image
 from .progress import tqdm
+from .utils import DEMO_DATA, in_demo_data, repo_root
 
 # Bump when the rendering or a file layout changes, so existing demo folders are rewritten.
 FORMAT_VERSION = 2
@@ -308,6 +310,23 @@ def parse_args(argv=None):
         p.add_argument("--" + key.replace("_", "-"), dest=key, type=int, default=default,
                        metavar="N", help=f"default: {default}")
     return p.parse_args(argv)
+
+
+def write_if_missing(path):
+    """Write the demo data set `path` lies in when it is under data/demo and was never written; True if it wrote.
+
+    `profile = "demo"` on a fresh clone finds nothing there; the set takes seconds, so it is written on the spot.
+    """
+    if not in_demo_data(path):
+        return False
+    root = Path(repo_root()) / DEMO_DATA
+    parts = Path(os.path.abspath(path)).relative_to(root).parts
+    if not parts or parts[0] not in DATASETS or read_marker(root / parts[0]) is not None:
+        return False
+    print(f"{DEMO_DATA}/{parts[0]} is missing: writing lib.demo's synthetic {parts[0]} there now (seconds; "
+          "`make demo-data` writes every demo set)")
+    write_all(root, only=[parts[0]])
+    return True
 
 
 def main(argv=None):

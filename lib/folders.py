@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import datasets, transforms
 
-from .utils import DATA_DOC, DEMO_SWITCH
+from .demo import write_if_missing
+from .utils import DATA_DOC, missing_data_advice
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,9 +54,9 @@ def _class_images(class_dir, ignored):
 def list_image_folder(root, split):
     """Classes, (path, class index) samples and ignored entries of root/split, failing with the layout expected."""
     path = os.path.join(root, split)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"missing folder {path!r}. {DEMO_SWITCH} For the real data: "
-                                f"{root}/{split}/<class>/<image files>; see {DATA_DOC}.")
+    if not os.path.isdir(path) and not (write_if_missing(root) and os.path.isdir(path)):
+        advice = missing_data_advice(root, f"{root}/{split}/<class>/<image files>")
+        raise FileNotFoundError(f"missing folder {path!r}. {advice}")
     ignored = []
     with os.scandir(path) as scan:
         entries = sorted(scan, key=lambda e: e.name)

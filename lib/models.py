@@ -220,7 +220,8 @@ def resnet50_imagenet_state(weights="IMAGENET1K_V2", allow_random_init=False, ti
                     f"Offline? Download {enum.url} on a machine with internet and put it at {path} "
                     "(that is torch.hub.get_dir()/checkpoints/; set TORCH_HOME to move it); torchvision then "
                     "loads it from there without a network.") +
-                   " Or pass allow_random_init=True to train from scratch (far below the study's accuracy).")
+                   ("" if allow_random_init else  # a caller that allows it needs no advice to allow it
+                    " Or pass allow_random_init=True to train from scratch (far below the study's accuracy)."))
         if not allow_random_init:
             raise RuntimeError(message) from err
         return None, message

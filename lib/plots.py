@@ -199,7 +199,7 @@ def _study_panel(ax, run):
     """One study's learning curves on ax: validation solid, training dashed; a search's many trials without legend."""
     curves = {name: m.history for name, m in run.results.models.items() if m.history} if run.results else {}
     ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
-    ax.set_title(f"{run.study} {run.title} ({run.results.data if run.results else tables.NOT_RUN})", fontsize=10)
+    ax.set_title(f"{run.study} {run.title} ({run.results.data if run.results else tables.NOT_RUN})", fontsize=12)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     crowded, last_epoch = len(curves) > 6, 1  # many search trials: validation only, no legend
     for i, (name, h) in enumerate(curves.items()):
@@ -219,54 +219,100 @@ def _study_panel(ax, run):
         ax.text(0.5, 0.5, tables.NOT_RUN if run.results is None else "no history", ha="center", va="center",
                 transform=ax.transAxes, fontsize=14, color="0.4")
     elif not crowded:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=10, loc="upper left")
     else:
-        ax.text(0.02, 0.95, f"{len(curves)} trials (validation)", transform=ax.transAxes, fontsize=8, va="top")
+        ax.text(0.02, 0.95, f"{len(curves)} trials (validation)", transform=ax.transAxes, fontsize=10, va="top")
 
 
 def plot_studies_learning_curves(runs, path=None):
     """One panel per study (lib.report's runs): validation (solid) and training (dashed) accuracy, models overlaid."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), squeeze=False)
-    for ax, run in zip(axes[0], runs.values()):
+    columns = min(2, len(runs))  # two by two: a row of four made every panel and legend too small to read
+    rows = -(-len(runs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.2 * rows), squeeze=False)
+    for ax, run in zip(axes.flat, runs.values()):
         _study_panel(ax, run)
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_axis_off()
     fig.suptitle(f"learning curves: validation solid, training dashed ({tables.data_label(runs)})")
     fig.tight_layout()
     return _save(fig, path)
 
 
+# where a label may sit around its point (offset in points, alignment), nearest first
+LABEL_SPOTS = [((6, 4), "left", "bottom"), ((6, -4), "left", "top"), ((-6, 4), "right", "bottom"),
+               ((-6, -4), "right", "top"), ((0, 9), "center", "bottom"), ((0, -9), "center", "top")]
+LABEL_SPOTS += [((dx * 2.5, dy * 3), ha, va) for (dx, dy), ha, va in LABEL_SPOTS]
+
+
+def _free(box, frame, taken):
+    """True when a label's box lies inside the axes' frame and overlaps nothing taken."""
+    inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+    return inside and not any(box.overlaps(other) for other in taken)
+
+
+def place_labels(ax, points, fontsize=8):
+    """Annotate (x, y, text) points so that no label overlaps another label or a point, where any spot allows.
+
+    Each label takes the nearest of LABEL_SPOTS around its point that is free (a far spot gets a thin leader line);
+    when none is, it keeps the nearest. Returns the labels' boxes (display coordinates).
+    """
+    from matplotlib.transforms import Bbox
+    fig = ax.figure
+    fig.canvas.draw()  # text extents need a renderer
+    renderer, frame = fig.canvas.get_renderer(), ax.get_window_extent()
+    markers = [Bbox.from_extents(px - 4, py - 4, px + 4, py + 4)
+               for px, py in ax.transData.transform([(x, y) for x, y, _ in points])] if points else []
+    labels = []
+    for x, y, text in points:
+        for i, (offset, ha, va) in enumerate(LABEL_SPOTS + [LABEL_SPOTS[0]]):
+            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if 6 <= i < len(LABEL_SPOTS) else None
+            label = ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", ha=ha, va=va,
+                                fontsize=fontsize, arrowprops=leader)
+            box = label.get_window_extent(renderer)
+            if i == len(LABEL_SPOTS) or _free(box.expanded(1.04, 1.1), frame, labels + markers):
+                break
+            label.remove()
+        labels.append(box)
+    return labels
+
+
 def _published_points(ax, colors):
-    """The write-ups' (parameters, accuracy) figures as hollow markers, labelled."""
+    """The write-ups' (parameters, accuracy) figures as hollow markers; their labels are placed with the others."""
+    points = []
     for study, name, params, acc in writeups.published_points():
         ax.scatter([params], [acc], facecolors="none", edgecolors=colors[study], s=70, linewidths=1.5)
-        right = params > 1e7  # label big models on their left, inside the axes
-        ax.annotate(f"{study} {name} (write-up)", (params, acc), fontsize=7, xytext=(-6 if right else 6, -9),
-                    textcoords="offset points", ha="right" if right else "left")
+        points.append((params, acc, f"{study} {name} (write-up)"))
     ax.scatter([], [], facecolors="none", edgecolors="0.3", s=70, linewidths=1.5,
                label="write-ups (real data, full runs)")
+    return points
 
 
 def plot_studies_accuracy_vs_parameters(runs, path=None):
     """Best validation accuracy against parameters (log x) for every model of every study; write-ups' figures hollow."""
     table = tables.models_table(runs).dropna(subset=["parameters", "best_val_acc"])
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(11, 6))
     colors = {study: f"C{i}" for i, study in enumerate(writeups.STUDIES)}
+    points = []
     for study, group in table.groupby("study"):
         ax.scatter(group["parameters"], group["best_val_acc"], color=colors[study], s=40,
                    label=f"{study} ours ({runs[study].results.data} data)")
-        for _, row in group.iterrows():
-            ax.annotate(row["model"], (row["parameters"], row["best_val_acc"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+        points += [(row["parameters"], row["best_val_acc"], row["model"]) for _, row in group.iterrows()]
     for study, run in runs.items():
         if run.trials is not None and len(run.trials):
             epochs = run.results.extra["search"]["trial_epochs"]
             ax.scatter(run.trials["params"], run.trials["val_acc"], color=colors[study], s=12, alpha=0.4, marker="x",
                        label=f"{study} search trials ({tables.plural(epochs, 'epoch')} each)")
-    _published_points(ax, colors)
+    points = _published_points(ax, colors) + points  # the write-ups' first: they sit where labels crowd least
     ax.set_xscale("log")
-    ax.set(xlabel="trainable parameters (log scale)", ylabel="best validation accuracy", ylim=(0, 1),
+    trials = [n for run in runs.values() if run.trials is not None for n in run.trials["params"]]
+    sizes = [p[0] for p in points] + trials
+    low, high = min(sizes), max(sizes)
+    ax.set_xlim(low / 2.5, high * 2.5)  # room for labels on both sides of the outermost points
+    ax.set(xlabel="trainable parameters (log scale)", ylabel="best validation accuracy", ylim=(0, 1.05),
            title=f"accuracy vs parameters, all studies ({tables.data_label(runs)})")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: low demo points sit bottom right
+    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: low demo points sit bottom right
     fig.tight_layout()
+    place_labels(ax, points)
     return _save(fig, path)
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import pandas as pd
 
-from lib import results, tables, utils, writeups
+from lib import compare, results, tables, utils, writeups
 from lib.results import StudyResults
 
 TRIAL_COLUMNS = ["params", "val_acc"]
@@ -28,6 +28,7 @@ class StudyRun:
     results: Optional[StudyResults] = None
     reason: str = ""
     trials: Optional[pd.DataFrame] = None  # a random search's trials.csv (params, val_acc), else empty
+    date: Optional[str] = None  # when it ran: metrics.json's environment, else its executed notebook's end
 
     @property
     def status(self):
@@ -52,13 +53,26 @@ def run_command(runs_dir, stem):
             f"-p out_dir {runs}/{stem}")
 
 
+def _papermill_record(runs_dir, stem):
+    """papermill's metadata of the executed copy runs_dir/<stem>.ipynb ({} when there is none)."""
+    try:
+        with open(os.path.join(runs_dir, f"{stem}.ipynb"), encoding="utf-8") as fh:
+            record = json.load(fh).get("metadata", {}).get("papermill", {})
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError, AttributeError):  # no executed copy, or not a notebook: nothing recorded
+        return {}
+
+
 def executed_notebook_failed(runs_dir, stem):
     """True if papermill's executed copy runs_dir/<stem>.ipynb records an exception."""
-    try:
-        with open(os.path.join(runs_dir, f"{stem}.ipynb")) as fh:
-            return json.load(fh).get("metadata", {}).get("papermill", {}).get("exception") is True
-    except (OSError, ValueError, AttributeError):  # no executed copy, or not a notebook: nothing recorded
-        return False
+    return _papermill_record(runs_dir, stem).get("exception") is True
+
+
+def run_date(runs_dir, stem, study_results):
+    """The day a run finished: recorded in its metrics.json, else its executed notebook's end time, else None."""
+    recorded = study_results.environment.get("date") if study_results else None
+    end = _papermill_record(runs_dir, stem).get("end_time")
+    return recorded or (end[:10] if isinstance(end, str) else None)
 
 
 def search_trials(path):
@@ -94,6 +108,7 @@ def read_study(runs_dir, study):
         except results.ResultsError as err:
             run.reason = f"metrics.json off the schema: {err}"
     run.trials = search_trials(path) if run.results else pd.DataFrame(columns=TRIAL_COLUMNS)
+    run.date = run_date(runs_dir, stem, run.results)
     return run
 
 
@@ -107,9 +122,49 @@ def study_note(run):
     if run.results is None:
         return (f"⚠ **{tables.NOT_RUN}** ({run.reason}). Produce it with\n\n```\n{run.command}\n```\n\n"
                 "or `make run` for every study.")
-    facts = tables.run_facts(run.results)
+    facts = tables.run_facts(run.results, run.date)
     return (f"From `{display_path(run.path)}`: **{facts['data']} data**, {facts['epochs']} epochs on "
-            f"{facts['hardware']}, {facts['time']} of training.")
+            f"{facts['hardware']} (torch {facts['torch']}), {facts['time']} of training, run {facts['date']}.")
+
+
+def reference_dir(runs_dir):
+    """results/<profile>/ for runs_dir .../<profile> when it holds committed reference results (tolerances.yaml)."""
+    folder = os.path.join(utils.repo_root(), "results", os.path.basename(os.path.normpath(runs_dir)))
+    return folder if os.path.isfile(os.path.join(folder, "tolerances.yaml")) else None
+
+
+def _reference_rows(reference_dir_, runs_dir):
+    """lib.compare's rows for studies 01-04 of the reference against runs_dir (the report, 05, is left out)."""
+    reference = {s: m for s, m in compare.read_headlines(reference_dir_).items() if not s.startswith("05")}
+    tolerance_path = os.path.join(reference_dir_, "tolerances.yaml")
+    tolerances = compare.read_tolerances(tolerance_path)
+    compare.check_tolerance_names(tolerances, reference, tolerance_path)
+    return compare.compare(reference, compare.read_headlines(runs_dir), tolerances)
+
+
+def reference_check(runs_dir):
+    """(markdown, table or None): these runs beside the profile's committed reference results, with verdicts."""
+    folder = reference_dir(runs_dir)
+    if folder is None:
+        return ("No committed reference results for this profile (`results/<profile>/tolerances.yaml`): "
+                "nothing to check these runs against.", None)
+    shown = display_path(folder)
+    if os.path.realpath(folder) == os.path.realpath(runs_dir):
+        return f"These runs are the committed reference results (`{shown}`).", None
+    try:
+        rows = _reference_rows(folder, runs_dir)
+    except SystemExit as err:  # lib.compare's message names the file and the fix
+        return f"⚠ Cannot check against `{shown}`: {err}", None
+    table = pd.DataFrame([{"study": r.study, "metric": r.metric, "reference": tables.metric_text(r.metric, r.reference),
+                           "this run": tables.metric_text(r.metric, r.rerun),
+                           "difference": tables.metric_text(r.metric, r.difference),
+                           "tolerance": tables.metric_text(r.metric, r.tolerance),
+                           "verdict": "within tolerance" if r.ok else "not run" if r.rerun is None else "DIFFERS"}
+                          for r in rows])
+    good = sum(r.ok for r in rows)
+    return (f"**{good} of {len(rows)}** metrics of `{display_path(runs_dir)}` land within the tolerances of the "
+            f"committed reference `{shown}` (`{shown}/tolerances.yaml`; `make check-results` runs the same check).",
+            table)
 
 
 def banner_html(runs):

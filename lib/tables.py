@@ -52,19 +52,28 @@ def fmt(value, kind="text"):
     return f"{value:g}"
 
 
+def metric_text(name, value):
+    """One recorded figure as text: accuracies and ratios (names ending in _acc, or holding 'pct') as percentages."""
+    if value is None:
+        return MISSING
+    if name.endswith("_acc") or "pct" in name:
+        return f"{value:.2%}"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+
+
 def headline_text(headline):
-    """A run's headline figures as 'name 57.56%, other 12' (fractions as percentages, counts as integers)."""
-    def shown(value):
-        return f"{value:.2%}" if 0 <= value <= 1 else f"{value:,.0f}" if value == int(value) else f"{value:.4g}"
-    return ", ".join(f"{name} {shown(value)}" for name, value in sorted(headline.items()))
+    """A run's headline figures as 'name 57.56%, other 12' (accuracies and ratios in percent, counts as integers)."""
+    return ", ".join(f"{name} {metric_text(name, value)}" for name, value in sorted(headline.items()))
 
 
 def hardware(results):
-    """Where the run ran: the device, with the GPU's name on CUDA or the thread count on the CPU."""
+    """Where the run ran: the GPU's model on CUDA, else the CPU's model and thread count."""
+    env = results.environment
     if results.device.startswith("cuda"):
-        return f"{results.device} · {results.environment.get('gpu') or 'GPU unknown'}"
-    threads = results.environment.get("cpu_threads")
-    return f"{results.device} · {threads} threads" if threads else results.device
+        return f"{results.device} · {env.get('gpu') or 'GPU model not recorded'}"
+    threads = env.get("cpu_threads")
+    return " · ".join([results.device, env.get("cpu") or "CPU model not recorded"]
+                      + ([plural(threads, "thread")] if threads else []))
 
 
 def total_seconds(results):
@@ -86,12 +95,13 @@ def epochs_text(results):
     return f"{epochs} (≤ {plural(int(cap), 'batch', 'batches')} each)" if cap else epochs
 
 
-def run_facts(results):
-    """The columns that say what a figure comes from: data set, epochs, hardware, time taken."""
+def run_facts(results, date=None):
+    """The columns that say what a figure comes from: data set, epochs, hardware, torch, time taken, date."""
     if results is None:
-        return {"data": MISSING, "epochs": MISSING, "hardware": MISSING, "time": MISSING}
+        return dict.fromkeys(("data", "epochs", "hardware", "torch", "time", "date"), MISSING)
     return {"data": results.data, "epochs": epochs_text(results), "hardware": hardware(results),
-            "time": fmt(total_seconds(results), "seconds")}
+            "torch": results.environment.get("torch") or MISSING, "time": fmt(total_seconds(results), "seconds"),
+            "date": date or results.environment.get("date") or MISSING}
 
 
 def data_kinds(runs):
@@ -208,7 +218,7 @@ STUDY_ROWS = {"01": _rows_01, "02": _rows_02, "03": _rows_03, "04": _rows_04}
 
 def study_table(run):
     """A study's published figures beside ours, each row with data set, epochs, hardware and time taken."""
-    facts = run_facts(run.results)
+    facts = run_facts(run.results, run.date)
     rows = []
     for quantity, key, ours, kind, note in STUDY_ROWS[run.study](run.results):
         published = NOT_REPORTED if key is None else fmt(writeups.figure(run.study, key), kind)
@@ -249,15 +259,22 @@ def overview(runs):
     for run in runs.values():
         ok = run.results is not None
         rows.append({"study": run.study, "notebook": run.stem, "status": run.status,
-                     "headline": headline_text(run.results.headline) if ok else MISSING, **run_facts(run.results),
+                     "headline": headline_text(run.results.headline) if ok else MISSING,
+                     **run_facts(run.results, run.date),
                      "why not": run.reason, "to produce it": "" if ok else run.command})
     return pd.DataFrame(rows)
 
 
+NOWRAP_COLUMNS = ("time", "date", "torch", "ours", STUDY_COLUMN, "seconds_per_epoch", "reference", "this run",
+                  "difference", "tolerance")
+
+
 def styled(table):
-    """A table for the report: no index column, text left-aligned."""
+    """A table for the report: no index column, text left-aligned, short figures ('10 min 49 s') on one line."""
     left = [{"selector": "th, td", "props": [("text-align", "left")]}]
-    return table.style.hide(axis="index").set_table_styles(left)
+    nowrap = [c for c in table.columns if c in NOWRAP_COLUMNS]
+    return (table.style.hide(axis="index").set_table_styles(left)
+            .set_properties(subset=nowrap, **{"white-space": "nowrap"}))
 
 
 def published_figures():

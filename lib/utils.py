@@ -1,4 +1,5 @@
 """Seeds, devices, model sizes, environment facts, repository paths, and claiming a run folder."""
+import datetime
 import io
 import os
 import platform
@@ -14,6 +15,26 @@ from . import files
 DATA_DOC = "docs/data.md"
 DEMO_SWITCH = ('To run on lib.demo\'s data instead: profile = "demo" in the parameters cell '
                '(papermill: -p profile demo).')
+DEMO_DATA = "data/demo"  # where lib.demo writes (relative to the repository root)
+
+
+def in_demo_data(path):
+    """True when path lies in lib.demo's folder (data/demo under the repository root)."""
+    demo = os.path.join(repo_root(), DEMO_DATA)
+    path = os.path.abspath(path)
+    return path == demo or path.startswith(demo + os.sep)
+
+
+def missing_data_advice(root, layout):
+    """The fix for a missing data folder: lib.demo's folder is written by `make demo-data`; real data has a layout.
+
+    A demo folder never gets the demo switch as advice: the student who sees it has just set that switch.
+    """
+    if in_demo_data(root):
+        return ("It is lib.demo's synthetic data: `make demo-data` (or `python -m lib.demo`) writes it in "
+                "seconds, then run the cell again.")
+    return (f"{DEMO_SWITCH} For the real data: {layout}; `make data` downloads what can be downloaded (see "
+            f"{DATA_DOC}).")
 
 
 def seed_everything(seed):
@@ -76,7 +97,8 @@ def environment():
     import torchvision
     info = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": np.__version__, "platform": platform.platform(), "cpu": cpu_model(),
-            "cpu_threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpu": None}
+            "cpu_threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpu": None,
+            "date": datetime.date.today().isoformat()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -156,3 +156,20 @@ def test_malicious_data_pickle_is_refused_without_running_it(demo_root, tmp_path
     with pytest.raises(ValueError, match=re.escape(str(path)) + r": refusing to load (builtins|__builtin__)\.exec"):
         load()
     assert not marker.exists()
+
+
+def test_a_missing_demo_set_is_written_on_the_spot_and_its_advice_never_repeats_the_switch(tmp_path, monkeypatch,
+                                                                                           capsys):
+    from lib import demo, utils
+    monkeypatch.setattr(utils, "repo_root", lambda: str(tmp_path))  # data/demo of a fresh clone: empty
+    monkeypatch.setattr(demo, "repo_root", lambda: str(tmp_path))
+    root = tmp_path / "data" / "demo" / "cifar10"
+    assert cifar.find_cifar_dir(str(root)) == str(root / "cifar-10-batches-py")  # written here, in seconds
+    assert "data/demo/cifar10 is missing: writing lib.demo's synthetic cifar10" in capsys.readouterr().out
+    (root / "cifar-10-batches-py" / "batches.meta").unlink()  # damaged since: not rewritten behind the student's back
+    with pytest.raises(FileNotFoundError) as err:
+        cifar.find_cifar_dir(str(root))
+    assert "make demo-data" in str(err.value) and 'profile = "demo"' not in str(err.value)
+    with pytest.raises(FileNotFoundError) as err:
+        folders.list_image_folder(str(tmp_path / "real" / "imagenet-mini"), "train")
+    assert 'profile = "demo"' in str(err.value) and "make data" in str(err.value)

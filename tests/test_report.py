@@ -134,3 +134,36 @@ def test_models_table_and_figures_cover_every_study(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
         if plot is plots.plot_studies_learning_curves:  # one panel per study, the missing one saying so
             assert len(fig.axes) == 4 and tables.NOT_RUN in [t.get_text() for t in fig.axes[1].texts]
+
+
+def test_the_run_sits_beside_the_profiles_committed_reference_with_its_verdicts(tmp_path):
+    reference = os.path.join(os.path.dirname(os.path.dirname(__file__)), "results", "cpu")
+    rerun = tmp_path / "cpu"  # same profile name: results/cpu is its reference
+    for study in ("01_two_layer_imagenet_mini", "03_cifar10_resnet"):
+        os.makedirs(rerun / study)
+        with open(os.path.join(reference, study, "metrics.json")) as fh:
+            tree = json.load(fh)
+        if study.startswith("03"):
+            tree["headline"]["test_acc"] -= 0.05  # beyond its 1.5-point tolerance
+        (rerun / study / "metrics.json").write_text(json.dumps(tree))
+    note, table = report.reference_check(str(rerun))
+    verdicts = table.set_index(["study", "metric"])["verdict"]
+    assert verdicts["03_cifar10_resnet", "test_acc"] == "DIFFERS"
+    assert verdicts["03_cifar10_resnet", "best_val_acc"] == "within tolerance"
+    assert verdicts["02_resnet50_cbam_100class", "final_val_acc"] == "not run"
+    assert table.set_index(["study", "metric"]).loc[("01_two_layer_imagenet_mini", "two_layer_pct_of_resnet34"),
+                                                    "reference"] == "143.33%"
+    assert "**4 of 10**" in note and "results/cpu" in note
+    assert report.reference_check(reference)[1] is None  # the reference itself: nothing to set beside it
+    assert "No committed reference" in report.reference_check(str(tmp_path / "demo"))[0]
+
+
+def test_the_hardware_names_the_processor_torch_and_the_day(tmp_path):
+    runs = report.read_runs(write_runs(tmp_path))
+    facts = tables.run_facts(runs["03"].results, runs["03"].date)
+    assert facts["hardware"] == "cpu · CPU model not recorded · 2 threads" and facts["date"] == "—"
+    named = dataclasses.replace(runs["03"].results, environment={"cpu": "AMD EPYC 9654", "cpu_threads": 16,
+                                                                  "torch": "2.14.1", "date": "2026-12-02"})
+    facts = tables.run_facts(named)
+    assert (facts["hardware"], facts["torch"], facts["date"]) == ("cpu · AMD EPYC 9654 · 16 threads", "2.14.1",
+                                                                  "2026-12-02")

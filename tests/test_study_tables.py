@@ -20,7 +20,11 @@ def test_two_layer_verdict_reads_the_ratio_and_says_when_the_setting_differs(tmp
     assert performance == pytest.approx(0.9) and size == pytest.approx(0.1) and met
     assert "goal is **met**" in text and "not the study's setting" not in text and "95.6% of the baseline" in text
     setting["data_kind"] = "demo"
+    text, performance, _, met = study_tables.two_layer_verdict(_comparison(0.6, 0.5), (0.5756, 0.6022), **setting)
+    assert performance == pytest.approx(1.2) and met is None and "120.0%" in text
+    assert "goal is" not in text and "57.56%" not in text and "nothing here compares with the write-up" in text
+    setting.update(data_kind="real", epochs=4)
     text, *_, met = study_tables.two_layer_verdict(_comparison(0.1, 0.5), (0.5756, 0.6022), **setting)
-    assert not met and "not the study's setting" in text
+    assert met is False and "not the study's setting" in text
     text, performance, *_ = study_tables.two_layer_verdict(_comparison(0.1, 0.0), (0.5756, 0.6022), **setting)
     assert text.startswith("No verdict: ResNet34 never") and performance is None

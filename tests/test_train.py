@@ -451,8 +451,9 @@ def test_tqdm_disable_silences_the_bars_a_caller_turned_on(monkeypatch, capsys):
     assert list(progress.tqdm(range(3), disable=False, desc="quiet")) == [0, 1, 2]
     monkeypatch.setenv("TQDM_DISABLE", "0")
     list(progress.tqdm(range(3), disable=False, desc="loud"))
-    err = capsys.readouterr().err
-    assert "loud" in err and "quiet" not in err
+    captured = capsys.readouterr()
+    assert "loud" in captured.out and "quiet" not in captured.out
+    assert captured.err == "", "a bar on stderr shows as a pink error band in JupyterLab"
 
 
 def test_resume_onto_another_device_keeps_the_rng_state_on_the_cpu(tmp_path):

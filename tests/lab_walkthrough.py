@@ -1,0 +1,114 @@
+"""A student's first run in JupyterLab, driven in headless Chromium: fresh clone, `make lab`, one edit, Run All.
+
+Run by hand (not part of `make test`: it takes minutes and needs Chromium and Playwright):
+
+    apt-get install -y chromium && pip install playwright       # any Python with Playwright will do
+    python tests/lab_walkthrough.py --venv .venv 03 01 02       # screenshots and a verdict per notebook
+
+It clones this repository into a temporary folder (committed files only, as a student gets them), links --venv as
+the clone's .venv so the first install (minutes, several GB) is skipped, starts `make lab` there (which writes the
+demo data), and for each notebook: opens it, adds `profile = "demo"` at the end of the parameters cell, runs all
+cells, and waits for "all checks passed" or an error. It then saves, reloads the page and counts the stderr outputs
+(JupyterLab's pink bands) before and after. Screenshots go to --shots. Exit status 0 when every notebook passed.
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from playwright.sync_api import sync_playwright
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = {"01": "01_two_layer_imagenet_mini", "02": "02_resnet50_cbam_100class", "03": "03_cifar10_resnet"}
+STDERR = '[data-mime-type="application/vnd.jupyter.stderr"]'
+ERROR = '[data-mime-type="application/vnd.jupyter.error"]'
+
+
+def start_lab(clone, port):
+    """`make lab` in the clone, without a browser or token, on `port`; returns the process once the server answers."""
+    env = dict(os.environ, PYTHONPATH=clone)  # the linked venv's editable install points at another checkout
+    args = f"--no-browser --port {port} --ServerApp.token='' --ServerApp.password=''"
+    lab = subprocess.Popen(["make", "lab", f"LAB_ARGS={args}"], cwd=clone, env=env, start_new_session=True,
+                           stdout=open(os.path.join(clone, "lab.log"), "w"), stderr=subprocess.STDOUT)
+    for _ in range(180):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=2)
+            return lab
+        except OSError:
+            time.sleep(1)
+    raise SystemExit(f"JupyterLab did not answer on port {port} in 3 minutes; see {clone}/lab.log")
+
+
+def run_notebook(page, port, stem, shots, timeout_s):
+    """Open, edit, Run All, wait; screenshots before and after a reload. Returns (passed, stderr bands, note)."""
+    page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/{stem}.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    editor = page.locator(".jp-CodeCell").first.locator(".cm-content")  # the parameters cell
+    editor.click()
+    page.keyboard.press("Control+End")
+    page.keyboard.press("Enter")
+    page.keyboard.type('profile = "demo"')
+    page.keyboard.press("Escape")
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+    start, verdict = time.time(), None
+    while time.time() - start < timeout_s and verdict is None:
+        page.wait_for_timeout(2000)
+        if page.locator(".jp-OutputArea-output", has_text="all checks passed").count():
+            verdict = "passed"
+        elif page.locator(ERROR).count():
+            verdict = "error: " + page.locator(ERROR).first.inner_text()[-300:]
+    page.screenshot(path=os.path.join(shots, f"{stem}-after-run.png"))
+    bands = page.locator(STDERR).count()
+    page.keyboard.press("Control+s")
+    page.wait_for_timeout(2000)
+    page.reload()
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=os.path.join(shots, f"{stem}-after-reopen.png"))
+    reopened = page.locator(STDERR).count()
+    seconds = time.time() - start
+    return verdict == "passed", bands, reopened, f"{verdict or f'no verdict in {timeout_s} s'} ({seconds:.0f} s)"
+
+
+def main(argv=None):
+    """Clone, start Lab, walk each notebook through; print one line per notebook."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", default=["03"], choices=sorted(NOTEBOOKS))
+    parser.add_argument("--venv", default=os.path.join(REPO, ".venv"), help="linked as the clone's .venv")
+    parser.add_argument("--shots", default=os.path.join(tempfile.gettempdir(), "lab-walkthrough"))
+    parser.add_argument("--port", type=int, default=8899)
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per notebook")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args(argv)
+    os.makedirs(args.shots, exist_ok=True)
+    clone = os.path.join(tempfile.mkdtemp(prefix="lab-walkthrough-"), "repo")
+    subprocess.run(["git", "clone", "-q", REPO, clone], check=True)
+    os.symlink(os.path.realpath(args.venv), os.path.join(clone, ".venv"))
+    print(f"fresh clone: {clone}; make lab (demo data first) ...", flush=True)
+    lab = start_lab(clone, args.port)
+    failed = 0
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for number in args.notebooks:
+                passed, bands, reopened, note = run_notebook(page, args.port, NOTEBOOKS[number], args.shots,
+                                                             args.timeout)
+                failed += not passed
+                print(f"{NOTEBOOKS[number]}: {note}; stderr outputs (pink) after Run All {bands}, after a reopen "
+                      f"{reopened}", flush=True)
+            browser.close()
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+    print(f"screenshots in {args.shots}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
