@@ -32,7 +32,10 @@ def start_lab(clone, port):
     """`make lab` in the clone, without a browser or token, on `port`; returns the process once the server answers."""
     env = dict(os.environ, PYTHONPATH=clone)  # the linked venv's editable install points at another checkout
     args = f"--no-browser --port {port} --ServerApp.token='' --ServerApp.password=''"
-    lab = subprocess.Popen(["make", "lab", f"LAB_ARGS={args}"], cwd=clone, env=env, start_new_session=True,
+    # -o: the linked venv counts as installed; remaking it would `pip install -e` the clone and leave the caller's
+    # venv pointing at a temporary folder that is deleted afterwards
+    lab = subprocess.Popen(["make", "-o", ".venv/.installed", "lab", f"LAB_ARGS={args}"], cwd=clone, env=env,
+                           start_new_session=True,
                            stdout=open(os.path.join(clone, "lab.log"), "w"), stderr=subprocess.STDOUT)
     for _ in range(180):
         try:
