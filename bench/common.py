@@ -10,18 +10,9 @@ import torch
 from torch.utils.data import Dataset
 
 from lib import cifar
+from lib.utils import cpu_model
 
-
-def cpu_name():
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+cpu_name = cpu_model  # the CPU model name (lib.utils)
 
 
 def device_name(device):

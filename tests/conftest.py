@@ -165,6 +165,18 @@ def hold_lock(path, tmp_path):
     return proc
 
 
+def run_folder(root):
+    """A finished run folder: metrics, a figure, the executed notebook, a lock file and a checkpoint."""
+    study = root / "03_cifar10_resnet"
+    os.makedirs(study / "checkpoints")
+    (study / "metrics.json").write_text("{}")
+    (study / "learning_curves.png").write_bytes(b"png")
+    (study / "checkpoints" / "best.pt").write_bytes(b"0" * 10_000)
+    (study / ".lock").write_text("")
+    (root / "03_cifar10_resnet.ipynb").write_text("{}")
+    return root
+
+
 def papermill_error(stem, out, parameters):
     """Run a notebook with its smoke parameters plus `parameters`; return the PapermillExecutionError (or None)."""
     params = yaml.safe_load((ROOT / "configs" / stem / "smoke.yaml").read_text())

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_folder
 from lib import cifar, compare, config, files, predict, profiles, publish, runbook, train, utils
 
 # ---------------------------------------------------------------- helpers
@@ -50,17 +51,6 @@ def stub_classifier(monkeypatch):
     model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
     monkeypatch.setattr(predict, "load_classifier", lambda path, device: (model, ["a", "b"], 8))
     return model
-
-
-def run_folder(root):
-    """A finished run folder: metrics, a figure, the executed notebook, and a big checkpoint."""
-    study = root / "03_cifar10_resnet"
-    os.makedirs(study / "checkpoints")
-    (study / "metrics.json").write_text("{}")
-    (study / "learning_curves.png").write_bytes(b"png")
-    (study / "checkpoints" / "best.pt").write_bytes(b"0" * 10_000)
-    (root / "03_cifar10_resnet.ipynb").write_text("{}")
-    return root
 
 
 def cifar_folder(root, labels=None, names=None, meta=None):

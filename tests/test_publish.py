@@ -5,26 +5,15 @@ import shutil
 
 import pytest
 
+from conftest import run_folder
 from lib import publish
 
 TOLERANCES = ("03_cifar10_resnet:\n  test_acc: 0.02\n  best_val_acc: 0.02\n"
               "04_cifar10_random_search:\n  retrain_test_acc: 0.03\n")
 
 
-def make_run(root):
-    """A finished run folder: metrics, a figure, a checkpoint, a lock file."""
-    study = root / "03_cifar10_resnet"
-    os.makedirs(study / "checkpoints")
-    (study / "metrics.json").write_text("{}")
-    (study / "learning_curves.png").write_bytes(b"png")
-    (study / "checkpoints" / "best.pt").write_bytes(b"0" * 1000)
-    (study / ".lock").write_text("")
-    (root / "03_cifar10_resnet.ipynb").write_text("{}")
-    return str(root)
-
-
 def test_publish_keeps_results_not_checkpoints_and_keeps_tolerances(tmp_path):
-    runs, results = make_run(tmp_path / "runs"), tmp_path / "results"
+    runs, results = str(run_folder(tmp_path / "runs")), tmp_path / "results"
     os.makedirs(tmp_path / "runs" / "stale")
     (tmp_path / "runs" / "stale" / "old.json").write_text("{}")
     publish.publish(runs, str(results))  # the first publish: its files, stale/old.json among them, are its own
@@ -39,7 +28,7 @@ def test_publish_keeps_results_not_checkpoints_and_keeps_tolerances(tmp_path):
 
 
 def test_publish_over_the_limit_leaves_old_results(tmp_path):
-    runs, results = make_run(tmp_path / "runs"), tmp_path / "results"
+    runs, results = str(run_folder(tmp_path / "runs")), tmp_path / "results"
     os.makedirs(results)
     (results / "old.json").write_text("{}")
     with pytest.raises(SystemExit, match="over the 1e-06 MB limit"):
@@ -48,7 +37,7 @@ def test_publish_over_the_limit_leaves_old_results(tmp_path):
 
 
 def test_publish_refuses_unfinished_studies(tmp_path):
-    runs = make_run(tmp_path / "runs")
+    runs = str(run_folder(tmp_path / "runs"))
     with pytest.raises(SystemExit, match="no metrics.json for 04_cifar10_random_search"):
         publish.check_finished(runs, ["03_cifar10_resnet", "04_cifar10_random_search"])
 
