@@ -12,6 +12,7 @@ import os
 import yaml
 
 from .config import injected_names
+from .lab import keep_failures_in_view
 from .utils import repo_path
 
 FULL = "full"
@@ -80,8 +81,9 @@ def apply_profile(namespace, notebook):
     One precedence, the last one winning: the parameters cell as it ran, then the profile's file, then papermill's
     injection. Prints where each value that is not the cell's own came from, and returns {name: value} of what
     the profile set. A key the parameters cell does not declare, or a value of the wrong type, stops it naming the
-    file.
+    file. In a notebook kernel it also has every later failing cell bring its error into view (lib.lab).
     """
+    keep_failures_in_view()  # first: a wrong profile name below is already a failure to bring into view
     profile = namespace.get("profile", FULL)
     values = load_profile(notebook, profile)
     if values:

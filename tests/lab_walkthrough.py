@@ -10,6 +10,11 @@ the clone's .venv so the first install (minutes, several GB) is skipped, starts 
 demo data), and for each notebook: opens it, adds `profile = "demo"` at the end of the parameters cell, runs all
 cells, and waits for "all checks passed" or an error. It then saves, reloads the page and counts the stderr outputs
 (JupyterLab's pink bands) before and after. Screenshots go to --shots. Exit status 0 when every notebook passed.
+
+    python tests/lab_walkthrough.py --venv .venv --mistake 03 01 02
+
+types a misspelt profile name instead (`profile = "dmeo"`), which fails in the second code cell, and passes when the
+error is on screen once Run All has stopped (JupyterLab itself leaves the view at the notebook's end; lib.lab).
 """
 import argparse
 import os
@@ -46,8 +51,18 @@ def start_lab(clone, port):
     raise SystemExit(f"JupyterLab did not answer on port {port} in 3 minutes; see {clone}/lab.log")
 
 
-def run_notebook(page, port, stem, shots, timeout_s):
-    """Open, edit, Run All, wait; screenshots before and after a reload. Returns (passed, stderr bands, note)."""
+def error_in_view(page):
+    """True when the end of the first error output lies inside the browser's window."""
+    return page.locator(ERROR).first.evaluate(
+        "e => { const r = e.getBoundingClientRect(); return r.bottom > 0 && r.bottom <= window.innerHeight; }")
+
+
+def run_notebook(page, port, stem, shots, timeout_s, line='profile = "demo"'):
+    """Open, add `line` to the parameters cell, Run All, wait; screenshots before and after a reload.
+
+    Returns (verdict, stderr bands after the run, after a reopen, note); the verdict is "passed", "error in view",
+    "error out of view" or None (no end in timeout_s).
+    """
     page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/{stem}.ipynb")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
@@ -55,7 +70,7 @@ def run_notebook(page, port, stem, shots, timeout_s):
     editor.click()
     page.keyboard.press("Control+End")
     page.keyboard.press("Enter")
-    page.keyboard.type('profile = "demo"')
+    page.keyboard.type(line)
     page.keyboard.press("Escape")
     page.click(".lm-MenuBar-itemLabel:text-is('Run')")
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
@@ -65,7 +80,10 @@ def run_notebook(page, port, stem, shots, timeout_s):
         if page.locator(".jp-OutputArea-output", has_text="all checks passed").count():
             verdict = "passed"
         elif page.locator(ERROR).count():
-            verdict = "error: " + page.locator(ERROR).first.inner_text()[-300:]
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+            page.wait_for_timeout(3000)  # lib.lab's script scrolls half a second after the error, smoothly
+            verdict = "error in view" if error_in_view(page) else "error out of view"
+            note = page.locator(ERROR).first.inner_text().strip().splitlines()[-1][:300]
     page.screenshot(path=os.path.join(shots, f"{stem}-after-run.png"))
     bands = page.locator(STDERR).count()
     page.keyboard.press("Control+s")
@@ -76,7 +94,8 @@ def run_notebook(page, port, stem, shots, timeout_s):
     page.screenshot(path=os.path.join(shots, f"{stem}-after-reopen.png"))
     reopened = page.locator(STDERR).count()
     seconds = time.time() - start
-    return verdict == "passed", bands, reopened, f"{verdict or f'no verdict in {timeout_s} s'} ({seconds:.0f} s)"
+    said = f"{verdict}: {note}" if verdict and verdict.startswith("error") else verdict or f"no end in {timeout_s} s"
+    return verdict, bands, reopened, f"{said} ({seconds:.0f} s)"
 
 
 def main(argv=None):
@@ -88,6 +107,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8899)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per notebook")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--mistake", action="store_true", help='type profile = "dmeo": the error must be in view')
     args = parser.parse_args(argv)
     os.makedirs(args.shots, exist_ok=True)
     clone = os.path.join(tempfile.mkdtemp(prefix="lab-walkthrough-"), "repo")
@@ -101,9 +121,10 @@ def main(argv=None):
             browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for number in args.notebooks:
-                passed, bands, reopened, note = run_notebook(page, args.port, NOTEBOOKS[number], args.shots,
-                                                             args.timeout)
-                failed += not passed
+                line = 'profile = "dmeo"' if args.mistake else 'profile = "demo"'
+                verdict, bands, reopened, note = run_notebook(page, args.port, NOTEBOOKS[number], args.shots,
+                                                              args.timeout, line)
+                failed += verdict != ("error in view" if args.mistake else "passed")
                 print(f"{NOTEBOOKS[number]}: {note}; stderr outputs (pink) after Run All {bands}, after a reopen "
                       f"{reopened}", flush=True)
             browser.close()
