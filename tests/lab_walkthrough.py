@@ -18,6 +18,7 @@ error is on screen once Run All has stopped (JupyterLab itself leaves the view a
 """
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from playwright.sync_api import sync_playwright
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = {"01": "01_two_layer_imagenet_mini", "02": "02_resnet50_cbam_100class", "03": "03_cifar10_resnet"}
 STDERR = '[data-mime-type="application/vnd.jupyter.stderr"]'
-ERROR = '[data-mime-type="application/vnd.jupyter.error"]'
+# JupyterLab renders an error output with the stderr renderer too: what tells it apart is IPython's traceback text
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)|Cell In\[")
 
 
 def start_lab(clone, port):
@@ -53,7 +55,7 @@ def start_lab(clone, port):
 
 def error_in_view(page):
     """True when the end of the first error output lies inside the browser's window."""
-    return page.locator(ERROR).first.evaluate(
+    return page.locator(STDERR, has_text=TRACEBACK).first.evaluate(
         "e => { const r = e.getBoundingClientRect(); return r.bottom > 0 && r.bottom <= window.innerHeight; }")
 
 
@@ -79,11 +81,11 @@ def run_notebook(page, port, stem, shots, timeout_s, line='profile = "demo"'):
         page.wait_for_timeout(2000)
         if page.locator(".jp-OutputArea-output", has_text="all checks passed").count():
             verdict = "passed"
-        elif page.locator(ERROR).count():
+        elif page.locator(STDERR, has_text=TRACEBACK).count():
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
             page.wait_for_timeout(3000)  # lib.lab's script scrolls half a second after the error, smoothly
             verdict = "error in view" if error_in_view(page) else "error out of view"
-            note = page.locator(ERROR).first.inner_text().strip().splitlines()[-1][:300]
+            note = page.locator(STDERR, has_text=TRACEBACK).first.inner_text().strip().splitlines()[-1][:300]
     page.screenshot(path=os.path.join(shots, f"{stem}-after-run.png"))
     bands = page.locator(STDERR).count()
     page.keyboard.press("Control+s")
