@@ -82,8 +82,7 @@ def run_notebook(page, port, stem, shots, timeout_s, line='profile = "demo"'):
         if page.locator(".jp-OutputArea-output", has_text="all checks passed").count():
             verdict = "passed"
         elif page.locator(STDERR, has_text=TRACEBACK).count():
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-            page.wait_for_timeout(3000)  # lib.lab's script scrolls half a second after the error, smoothly
+            page.wait_for_timeout(4000)  # lib.lab's script scrolls half a second after the error, smoothly
             verdict = "error in view" if error_in_view(page) else "error out of view"
             note = page.locator(STDERR, has_text=TRACEBACK).first.inner_text().strip().splitlines()[-1][:300]
     page.screenshot(path=os.path.join(shots, f"{stem}-after-run.png"))
