@@ -65,7 +65,7 @@ def run_notebook(page, port, stem, shots, timeout_s, line='profile = "demo"'):
     Returns (verdict, stderr bands after the run, after a reopen, note); the verdict is "passed", "error in view",
     "error out of view" or None (no end in timeout_s).
     """
-    page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/{stem}.ipynb")
+    page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/{stem}.ipynb?reset")  # only this tab open
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     editor = page.locator(".jp-CodeCell").first.locator(".cm-content")  # the parameters cell
