@@ -84,7 +84,8 @@ def run_notebook(page, port, stem, shots, timeout_s, line='profile = "demo"'):
         elif page.locator(STDERR, has_text=TRACEBACK).count():
             page.wait_for_timeout(4000)  # lib.lab's script scrolls half a second after the error, smoothly
             verdict = "error in view" if error_in_view(page) else "error out of view"
-            note = page.locator(STDERR, has_text=TRACEBACK).first.inner_text().strip().splitlines()[-1][:300]
+            # text_content: inner_text is empty for a cell off screen
+            note = page.locator(STDERR, has_text=TRACEBACK).first.text_content().strip().splitlines()[-1][:300]
     page.screenshot(path=os.path.join(shots, f"{stem}-after-run.png"))
     bands = page.locator(STDERR).count()
     page.keyboard.press("Control+s")
