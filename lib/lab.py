@@ -4,26 +4,34 @@ Run All makes the last cell active and scrolls there before the first cell has r
 back when a cell fails (jupyterlab/jupyterlab#8714), so a student saw the empty conclusion while the error sat
 twenty cells above. A cell that fails therefore also shows a small script output that scrolls the end of its own
 error into view. JupyterLab runs scripts only in outputs it trusts (those made in the current session, or in a
-notebook the user saved); elsewhere (an untrusted reopen, papermill's copy, nbconvert's text) the text line shows.
+notebook the user saved); where no script runs (an untrusted reopen, papermill's copy read as text) the note shows.
+The script acts only within a minute of the failure, so a saved notebook reopened, or nbconvert's HTML of a failed
+run, does not jump to it.
 """
+import time
 
-SCRIPT = """
-setTimeout(() => {
-  const output = element.closest('.jp-OutputArea-child') || element;
-  output.scrollIntoView({block: 'end', behavior: 'smooth'});
-}, 500);
-"""
+# a block: in nbconvert's HTML every script shares one global scope and one global `element`, so keep ours now
+SCRIPT = """{{
+  const output = element;
+  if (Date.now() - {failed_ms} < 60000) {{
+    setTimeout(() => (output.closest('.jp-OutputArea-child') || output).scrollIntoView({{block: 'end'}}), 500);
+  }}
+}}"""
 NOTE = "^ this cell failed: the error above stopped the run"
+NOT_FAILURES = (KeyboardInterrupt, SystemExit)  # the student stopped it, or the code ended the run on purpose
 
 
 def show_failure(result):
-    """After a cell that raised (not a Ctrl-C), display the script and note that bring its error into view."""
-    error = result.error_in_exec or result.error_before_exec
-    if error is None or isinstance(error, KeyboardInterrupt):
+    """After a cell that raised, display the script and note that bring its error into view."""
+    if result is None:  # ipykernel passes None for an interrupted top-level await
+        return
+    error = result.error_in_exec if result.error_in_exec is not None else result.error_before_exec
+    if error is None or isinstance(error, NOT_FAILURES):
         return
     from IPython.display import display  # only a notebook kernel gets here
 
-    display({"application/javascript": SCRIPT, "text/plain": NOTE}, raw=True)
+    script = SCRIPT.format(failed_ms=int(time.time() * 1000))
+    display({"application/javascript": script, "text/plain": NOTE}, raw=True)
 
 
 def keep_failures_in_view():
@@ -35,5 +43,8 @@ def keep_failures_in_view():
     shell = get_ipython()
     if shell is None or "ipykernel" not in type(shell).__module__:
         return
-    if show_failure not in shell.events.callbacks["post_run_cell"]:
+    # by name, not identity: a reloaded lib.lab (autoreload) brings a new function object
+    names = {(getattr(f, "__module__", ""), getattr(f, "__qualname__", "")) for f in
+             shell.events.callbacks["post_run_cell"]}
+    if (show_failure.__module__, show_failure.__qualname__) not in names:
         shell.events.register("post_run_cell", show_failure)

@@ -1,4 +1,7 @@
 """lib.lab: in a notebook kernel a failing cell carries the script that scrolls its error into view after Run All."""
+import re
+import time
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -19,28 +22,33 @@ def outputs_after(sources):
 
 def scripts(outputs):
     """The lib.lab scripts among one cell's outputs."""
-    return [o for o in outputs if o.get("data", {}).get("application/javascript") == lab.SCRIPT]
+    return [o.data["application/javascript"] for o in outputs
+            if "scrollIntoView" in o.get("data", {}).get("application/javascript", "")]
 
 
 def test_a_failing_cell_ends_with_the_scroll_script_and_a_note():
-    ok, fails, fails_to_parse, interrupted, ok_again = outputs_after([
+    before = time.time() * 1000
+    ok, fails, fails_to_parse, interrupted, exits, ok_again = outputs_after([
         "from lib import lab\nlab.keep_failures_in_view()\nlab.keep_failures_in_view()  # registered once",
         "1 / 0",
         "def broken(:",
         "raise KeyboardInterrupt",
+        "raise SystemExit(0)",
         "x = 1",
     ])
     assert ok == [] and ok_again == []
     assert [o.output_type for o in fails] == ["error", "display_data"]  # after the traceback, once
     assert len(scripts(fails)) == 1 and fails[-1].data["text/plain"] == lab.NOTE
+    failed_ms = int(re.search(r"Date\.now\(\) - (\d+) <", scripts(fails)[0]).group(1))
+    assert before <= failed_ms <= time.time() * 1000  # when it failed: a later reopen does not scroll
     assert len(scripts(fails_to_parse)) == 1
-    assert scripts(interrupted) == []  # the student stopped it: nothing to bring into view
+    assert scripts(interrupted) == [] and scripts(exits) == []  # stopped on purpose: nothing to bring into view
 
 
-def test_a_notebooks_first_call_registers_it_and_a_plain_python_does_nothing():
-    _, fails = outputs_after([
-        "from lib import profiles\nprofiles.apply_profile({'__annotations__': {}}, '03_cifar10_resnet')",
-        "raise ValueError('bad value')",
+def test_a_wrong_profile_in_the_notebooks_first_call_is_already_brought_into_view():
+    (fails,) = outputs_after([
+        "from lib import profiles\n"
+        "profiles.apply_profile({'profile': 'dmeo', '__annotations__': {}}, '03_cifar10_resnet')",
     ])
+    assert fails[0].output_type == "error" and "dmeo" in fails[0].evalue
     assert len(scripts(fails)) == 1
-    lab.keep_failures_in_view()  # no IPython shell in pytest's process: no error, nothing registered
