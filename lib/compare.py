@@ -145,11 +145,12 @@ def main(argv=None):
     parser.add_argument("--studies", nargs="*", default=[], help="only these studies, e.g. 03 (default: all)")
     args = parser.parse_args(argv)
     from lib import seeds, seeds_report  # seeds imports this module
-    if seeds.seed_dirs(args.reference) or seeds.seed_dirs(args.rerun):  # several seeds: mean ± std (n)
-        return seeds_report.compare_seeds(args)
-    reference = read_headlines(args.reference)
+    several = bool(seeds.seed_dirs(args.reference) or seeds.seed_dirs(args.rerun))  # then: mean ± std (n)
+    read = seeds.headline_lists if several else read_headlines
+    reference = read(args.reference)
     if not reference:
-        raise SystemExit(f"{args.reference}: no <study>/metrics.json to compare against")
+        raise SystemExit(f"{args.reference}: no <study>/metrics.json (or seed<N>/<study>/metrics.json) to compare "
+                         "against")
     tolerance_path = args.tolerances or os.path.join(args.reference, "tolerances.yaml")
     if args.tolerances and not os.path.isfile(args.tolerances):
         raise SystemExit(f"--tolerances {args.tolerances}: no such file; give the YAML of `study: {{metric: "
@@ -157,13 +158,16 @@ def main(argv=None):
     tolerances = read_tolerances(tolerance_path)
     check_tolerance_names(tolerances, reference, tolerance_path)
     reference = select(reference, args.studies)
-    rows = compare(reference, read_headlines(args.rerun), tolerances)
-    print(format_rows(rows))
+    if several:
+        rows = seeds_report.seed_rows(reference, read(args.rerun), tolerances, len(seeds.seed_dirs(args.rerun)))
+        print(seeds_report.format_seed_rows(rows))
+    else:
+        rows = compare(reference, read(args.rerun), tolerances)
+        print(format_rows(rows))
     failed = [r for r in rows if not r.ok]
     print(f"{len(rows) - len(failed)} of {len(rows)} metrics reproduce within tolerance"
-          + (f"; {len(failed)} do not" if failed else ""))
+          + (" on every seed" if several else "") + (f"; {len(failed)} do not" if failed else ""))
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(utils.run_command(main, "python -m lib.compare"))

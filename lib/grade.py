@@ -12,8 +12,9 @@ else the submission's results/<profile>/tolerances.yaml, else DEFAULT_TOLERANCE 
 
 The gradebook (<out>/gradebook.csv and .html) has one row per submission, notebook, seed and metric; a failed,
 timed-out or claim-less unit gets its rows and never stops the others. Each finished unit leaves a done marker
-(<out>/runs/<submission>/seed<N>/<notebook>.done.json, written atomically): a second call skips it, so an
-interrupted grading resumes where it stopped. `--ray` runs the units as Ray tasks (lib.grade_ray).
+(<out>/runs/<profile>/<submission>/seed<N>/<notebook>.done.json, written atomically): a second call with the same
+profile skips it, so an interrupted grading resumes where it stopped; another profile reruns into its own folder.
+`--ray` runs the units as Ray tasks (lib.grade_ray).
 
 A submission's notebooks run with the grader's rights: grade inside a container or a throwaway machine.
 """
@@ -48,9 +49,9 @@ def notebook_stem(root, number):
     return os.path.splitext(match[0])[0] if match else None
 
 
-def unit_paths(out, submission, stem, seed):
+def unit_paths(out, profile, submission, stem, seed):
     """(out_dir, executed notebook, log, done marker) of one unit inside the grader's output folder."""
-    base = os.path.join(out, "runs", submission, f"seed{seed}")
+    base = os.path.join(out, "runs", profile, submission, f"seed{seed}")  # a demo grading never reuses a smoke one
     return (os.path.join(base, stem), os.path.join(base, f"{stem}.ipynb"), os.path.join(base, f"{stem}.log"),
             os.path.join(base, f"{stem}.done.json"))
 
@@ -76,7 +77,18 @@ def parameters(root, stem, profile, seed, out_dir, data):
     return params
 
 
-def unit_list(subs, numbers, seeds, out):
+def notebook_numbers(numbers, root):
+    """--notebooks as the two-digit numbers of `root`'s notebooks ("3" is "03"), once each; unknown ones refused."""
+    wanted = list(dict.fromkeys(n.zfill(2) if n.isdigit() else n for n in numbers))
+    unknown = [n for n in wanted if notebook_stem(root, n) is None]
+    if unknown:
+        known = sorted(n.split("_")[0] for n in os.listdir(os.path.join(root, "notebooks")) if n.endswith(".ipynb"))
+        raise SystemExit(f"--notebooks {' '.join(unknown)}: no such notebook in {os.path.join(root, 'notebooks')}; "
+                         f"give one of {' '.join(known)}")
+    return wanted
+
+
+def unit_list(subs, numbers, seeds, out, profile):
     """Every (submission, root, stem or None, seed) unit, and the done-marker path of each."""
     units = []
     for name, root in subs.items():
@@ -84,7 +96,7 @@ def unit_list(subs, numbers, seeds, out):
             stem = notebook_stem(root, number)
             for seed in seeds:
                 units.append({"submission": name, "root": root, "number": number, "stem": stem, "seed": seed,
-                              "done": unit_paths(out, name, stem or number, seed)[3]})
+                              "done": unit_paths(out, profile, name, stem or number, seed)[3]})
     return units
 
 
@@ -147,7 +159,7 @@ def run_unit(unit, profile, out, data, time_limit, threads=None):
     if stem is None:
         record["error"] = f"{root}/notebooks has no notebook {unit['number']}_*.ipynb"
         return {**record, "ended": time.time()}
-    out_dir, executed, log, _ = unit_paths(out, name, stem, seed)
+    out_dir, executed, log, _ = unit_paths(out, profile, name, stem, seed)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     params_file = os.path.join(os.path.dirname(out_dir), f".{stem}.parameters.yaml")
     files.atomic_write_text(params_file, yaml.safe_dump(parameters(root, stem, profile, seed, out_dir, data)))
@@ -260,9 +272,10 @@ def main(argv=None):
     subs = submissions(args.submissions)
     if not subs:
         raise SystemExit(f"{args.submissions}: no checkout inside (a submission is a folder holding notebooks/)")
+    numbers = notebook_numbers(args.notebooks, repo_path("."))  # this checkout's notebooks: what is being graded
     out = os.path.abspath(args.out)
     check_out(out, args.submissions)
-    units = unit_list(subs, args.notebooks, args.seed, out)
+    units = unit_list(subs, numbers, list(dict.fromkeys(args.seed)), out, args.profile)
     pending = [u for u in units if not os.path.isfile(u["done"])]
     print(f"{len(units)} reruns, {len(units) - len(pending)} finished earlier (skipped), {len(pending)} to run")
     if args.ray:

@@ -22,23 +22,10 @@ def import_ray():
     return ray
 
 
-def start(ray, address, local_cpus):
-    """Start or join Ray; True when this call started it (and so must stop it)."""
-    if ray.is_initialized():
-        return False
-    import lib
-    # a cluster's workers need this package: ship it with the job instead of asking every node to install it
-    runtime_env = {"py_modules": [lib]} if address else None
-    ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
-             log_to_driver=False, runtime_env=runtime_env)
-    return True
-
-
 def task_resources(ray, cpus_per_run):
     """{'num_cpus': n, 'num_gpus': 0 or 1}: a GPU each where the cluster has GPUs; a ValueError if no node fits one."""
-    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     try:
-        need = search_ray.trial_resources(cpus_per_run, None, nodes)
+        need = search_ray.trial_resources(cpus_per_run, None, search_ray.live_nodes(ray))
     except ValueError as err:
         raise ValueError(str(err).replace("cpus_per_trial", "--cpus-per-run").replace("gpus_per_trial", "GPUs")
                          .replace("trial", "rerun")) from None
@@ -55,7 +42,7 @@ def run_ray(pending, profile, out, data, time_limit, address=None, cpus_per_run=
     if not pending:
         return
     ray = import_ray()
-    started_here = start(ray, address, local_cpus)
+    started_here = search_ray.start(ray, address, local_cpus)
     try:
         resources = task_resources(ray, cpus_per_run)
         task = ray.remote(**resources, max_retries=0)(_rerun)

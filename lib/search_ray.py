@@ -25,6 +25,23 @@ def import_ray():
     return ray, tune
 
 
+def start(ray, address, local_cpus=None):
+    """Start or join Ray; True when this call started it (and so must stop it)."""
+    if ray.is_initialized():
+        return False
+    import lib
+    # a cluster's workers need this package: ship it with the job instead of asking every node to install it
+    runtime_env = {"py_modules": [lib]} if address else None
+    ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
+             log_to_driver=False, runtime_env=runtime_env)
+    return True
+
+
+def live_nodes(ray):
+    """The resource dicts of the cluster's live nodes."""
+    return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+
+
 def trial_resources(cpus_per_trial, gpus_per_trial, nodes):
     """What each trial reserves, {'cpu': n, 'gpu': m}, or a ValueError at once if no node of `nodes` could run one.
 
@@ -60,15 +77,9 @@ def run_ray(pending, settings, tensors, record, trial_fn, *, cpus_per_trial, gpu
             scheduler):
     """Run the pending trials as Ray Tune trials, one Tuner, recording each row as its trial ends."""
     ray, tune = import_ray()
-    started_here = not ray.is_initialized()
-    if started_here:
-        # a cluster's workers need this package: ship it with the job instead of asking every node to install it
-        import lib
-        runtime_env = {"py_modules": [lib]} if ray_address else None
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+    started_here = start(ray, ray_address)
     try:
-        resources = trial_resources(cpus_per_trial, gpus_per_trial, [n["Resources"] for n in ray.nodes()
-                                                                     if n["Alive"]])
+        resources = trial_resources(cpus_per_trial, gpus_per_trial, live_nodes(ray))
         trainable = _trainable(tune, pending, settings, trial_fn, resources["cpu"])
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(trainable, tensors=tensors), resources),

@@ -66,7 +66,10 @@ def seed_dirs(folder):
     for path in glob.glob(os.path.join(glob.escape(os.fspath(folder)), "seed*")):
         match = SEED_FOLDER.match(os.path.basename(path))
         if match and os.path.isdir(path):
-            found[int(match.group(1))] = path
+            seed = int(match.group(1))
+            if seed in found:  # seed01 and seed1: which one a table shows would depend on the listing order
+                raise SystemExit(f"{found[seed]} and {path} are both seed {seed}; rename or remove one")
+            found[seed] = path
     return dict(sorted(found.items()))
 
 

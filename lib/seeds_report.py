@@ -20,6 +20,7 @@ class SeedRow:
     reference: list
     rerun: list
     tolerance: float
+    seeds: int = 0  # the rerun's seed folders: a seed whose run is missing or unreadable fails the row
 
     @property
     def difference(self):
@@ -28,15 +29,16 @@ class SeedRow:
 
     @property
     def ok(self):
-        """Every rerun seed within tolerance of the reference's mean."""
+        """Every rerun seed present and within tolerance of the reference's mean."""
         centre = seeds.stat(self.reference).mean
-        return bool(self.rerun) and all(abs(v - centre) <= self.tolerance + 1e-9 for v in self.rerun)
+        within = all(abs(v - centre) <= self.tolerance + 1e-9 for v in self.rerun)
+        return bool(self.rerun) and len(self.rerun) >= self.seeds and within
 
 
-def seed_rows(reference, rerun, tolerances):
-    """SeedRows for every (study, metric) of the reference ({study: {metric: [values]}})."""
+def seed_rows(reference, rerun, tolerances, rerun_seeds=0):
+    """SeedRows for every (study, metric) of the reference ({study: {metric: [values]}}); rerun_seeds: SeedRow.seeds."""
     return [SeedRow(study, metric, values, rerun.get(study, {}).get(metric, []),
-                    float(tolerances.get(study, {}).get(metric, 0.0)))
+                    float(tolerances.get(study, {}).get(metric, 0.0)), rerun_seeds)
             for study, metrics in sorted(reference.items()) for metric, values in sorted(metrics.items())]
 
 
@@ -54,26 +56,6 @@ def format_seed_rows(rows):
                      f"{_shown(r.rerun, r.metric):>24} {diff:>11} {compare._number(r.tolerance, r.metric):>10}  "
                      f"{'ok' if r.ok else 'DIFFERS'}")
     return "\n".join(lines)
-
-
-def compare_seeds(args):
-    """lib.compare's main when a folder holds seeds: print the rows; 0 when every seed reproduces, else 1."""
-    reference = seeds.headline_lists(args.reference)
-    if not reference:
-        raise SystemExit(f"{args.reference}: no <study>/metrics.json or seed<N>/<study>/metrics.json to compare "
-                         "against")
-    if args.tolerances and not os.path.isfile(args.tolerances):
-        raise SystemExit(f"--tolerances {args.tolerances}: no such file; give the YAML of `study: {{metric: "
-                         "tolerance}}`, or leave it out to use <reference>/tolerances.yaml")
-    tolerance_path = args.tolerances or os.path.join(args.reference, "tolerances.yaml")
-    tolerances = compare.read_tolerances(tolerance_path)
-    compare.check_tolerance_names(tolerances, reference, tolerance_path)
-    rows = seed_rows(compare.select(reference, args.studies), seeds.headline_lists(args.rerun), tolerances)
-    print(format_seed_rows(rows))
-    failed = [r for r in rows if not r.ok]
-    print(f"{len(rows) - len(failed)} of {len(rows)} metrics reproduce within tolerance on every seed"
-          + (f"; {len(failed)} do not" if failed else ""))
-    return 1 if failed else 0
 
 
 def family(runs_dir):

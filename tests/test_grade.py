@@ -133,7 +133,7 @@ def test_gradebook_flags_the_doctored_and_the_broken_submission(submissions, tmp
     check_book(out, submissions)
     # same seed, same machine, same code: the honest claim is reproduced exactly
     assert all(float(r["difference"]) == 0 for r in read_book(out) if r["submission"] == "honest")
-    markers = sorted(out.glob("runs/*/seed0/*.done.json"))
+    markers = sorted(out.glob("runs/smoke/*/seed0/*.done.json"))
     assert len(markers) == 3
     stamps = [m.stat().st_mtime_ns for m in markers]
     started = time.perf_counter()
@@ -147,7 +147,7 @@ def test_gradebook_through_ray_runs_two_reruns_at_once(submissions, tmp_path_fac
     out = tmp_path_factory.mktemp("grades") / "ray"
     assert grade_into(out, submissions, "--ray", "--ray-cpus", "2", "--cpus-per-run", "1") == 1
     check_book(out, submissions)
-    honest, doctored = (json.loads((out / "runs" / s / "seed0" / f"{STEM}.done.json").read_text())
+    honest, doctored = (json.loads((out / "runs" / "smoke" / s / "seed0" / f"{STEM}.done.json").read_text())
                         for s in ("honest", "doctored"))
     assert honest["started"] < doctored["ended"] and doctored["started"] < honest["ended"], \
         "the two full reruns did not overlap: Ray ran them one after another"
@@ -192,3 +192,15 @@ def test_the_report_shows_mean_and_std_for_a_study_run_with_several_seeds(seed_r
     mean = statistics.fmean(json.loads((seed_runs / f"seed{s}" / STEM / "metrics.json").read_text())["headline"]
                             ["test_acc"] for s in SEEDS)
     assert "(n=3)" in shown and f"{mean:.2%} ± " in shown and "Seeds 0, 1, 2" in shown
+
+
+def test_each_profile_grades_into_its_own_folder_and_notebook_numbers_are_checked_first(tmp_path):
+    smoke, demo = (grade.unit_paths(str(tmp_path), p, "alice", STEM, 0)[3] for p in ("smoke", "demo"))
+    assert smoke != demo  # a demo grading never skips a unit because a smoke grading finished it
+    assert grade.notebook_numbers(["3", "03", "01"], str(ROOT)) == ["03", "01"]
+    with pytest.raises(SystemExit, match="--notebooks 99: no such notebook .* give one of 01 02 03 04 05"):
+        grade.notebook_numbers(["03", "99"], str(ROOT))
+    (tmp_path / "subs" / "alice" / "notebooks").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="--notebooks 99"):
+        grade.main([str(tmp_path / "subs"), "--notebooks", "99", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # refused before anything was written

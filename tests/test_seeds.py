@@ -81,3 +81,13 @@ def test_report_section_finds_the_seeds_beside_its_runs_dir(tmp_path):
     assert "mean ± sample standard deviation" in seeds_report.report_note(str(folder / "seed0"))
     empty = seeds_report.report_tables(str(tmp_path / "elsewhere"))
     assert [len(t) for t in empty] == [0, 0] and "one run" in seeds_report.report_note(str(tmp_path / "elsewhere"))
+
+
+def test_a_rerun_seed_without_a_readable_run_fails_the_row_and_duplicate_seed_numbers_are_refused(tmp_path):
+    reference = seed_folder(tmp_path / "reference", [0.80, 0.82, 0.81])
+    rerun = seed_folder(tmp_path / "rerun", [0.80, 0.82, 0.81])
+    (rerun / "seed1" / STEM / "metrics.json").write_text("")  # unreadable: only "skipped" on stderr before
+    assert compare.main([str(reference), str(rerun)]) == 1
+    (rerun / "seed01").mkdir()
+    with pytest.raises(SystemExit, match="seed01 and .*seed1 are both seed 1|seed1 and .*seed01 are both seed 1"):
+        seeds.seed_dirs(rerun)
