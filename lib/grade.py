@@ -240,9 +240,11 @@ def run_sequential(pending, profile, out, data, time_limit):
         print(f"   {record['status']} in {record['seconds']:.0f} s {record['error']}", flush=True)
 
 
-def check_out(out, folder):
+def check_out(out, folder, subs):
     """Refuse an output folder that is, holds or lies inside the submissions (lib.files' rule)."""
-    files.check_not_source(out, {"the submissions folder": folder}, "--out folder")
+    # each submission too: one may be a link to a checkout elsewhere, which the folder check alone would not see
+    sources = {"the submissions folder": folder, **{f"submission {name}": root for name, root in subs.items()}}
+    files.check_not_source(out, sources, "--out folder")
     os.makedirs(out, exist_ok=True)
 
 
@@ -274,7 +276,7 @@ def main(argv=None):
         raise SystemExit(f"{args.submissions}: no checkout inside (a submission is a folder holding notebooks/)")
     numbers = notebook_numbers(args.notebooks, repo_path("."))  # this checkout's notebooks: what is being graded
     out = os.path.abspath(args.out)
-    check_out(out, args.submissions)
+    check_out(out, args.submissions, subs)
     units = unit_list(subs, numbers, list(dict.fromkeys(args.seed)), out, args.profile)
     pending = [u for u in units if not os.path.isfile(u["done"])]
     print(f"{len(units)} reruns, {len(units) - len(pending)} finished earlier (skipped), {len(pending)} to run")

@@ -204,3 +204,13 @@ def test_each_profile_grades_into_its_own_folder_and_notebook_numbers_are_checke
     with pytest.raises(SystemExit, match="--notebooks 99"):
         grade.main([str(tmp_path / "subs"), "--notebooks", "99", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_out_inside_a_linked_submission_is_refused(tmp_path):
+    (tmp_path / "elsewhere" / "bob" / "notebooks").mkdir(parents=True)
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "bob").symlink_to(tmp_path / "elsewhere" / "bob")
+    out = tmp_path / "elsewhere" / "bob" / "grades"
+    with pytest.raises(ValueError, match="lies inside submission bob"):
+        grade.main([str(tmp_path / "subs"), "--out", str(out)])
+    assert not out.exists()
